@@ -3,7 +3,7 @@
 Two launches of real gloo process groups, each running several variants one after the other:
   2 processes x micro-batch 1 x accumulation 2: the GAN (configs/tokenizer/tiny.yaml, discriminator
     active from step 0, dead-code restart every 2 unused steps) on accelerate DDP and FSDP2 and on
-    DeepSpeed ZeRO-1/2/3; the same GAN without restarts and quantizer dropout on DDP and ZeRO-2;
+    DeepSpeed ZeRO-1/2/3; the same GAN without restarts and quantizer dropout (and with random position init) on DDP and ZeRO-2;
     the AR (configs/ar/tiny.yaml over a tiny exported tokenizer) on DDP, FSDP2 and ZeRO-1/2/3;
   1 process x micro-batch 1 x accumulation 4: the GAN without restarts on DDP and ZeRO-2.
 The global batch (4 synthetic notes per step) is the same everywhere.
@@ -13,6 +13,12 @@ draw from each rank's own RNG and the restart's candidates are rank 0's recent r
 legitimately differ between world sizes. Everything else, the adaptive weight included, is
 computed per micro-batch from that micro-batch alone, and the micro-batches are the same samples
 in both layouts: the runs must agree up to the summation order of the gradient reductions.
+The compared runs also start from random (not sin-cos) position embeddings: with sin-cos
+embeddings many attention-weight gradients of the fresh tiny model are near rounding level
+(median |g| ~1e-7 against per-sample terms ~1e-4), and AdamW, which divides each element by its
+own magnitude, turns the summation-order noise of those elements into O(lr) update differences
+[measured with sin-cos: relative L2 update error 1.2e-4 (DDP), 8e-4 (ZeRO-2); element-wise up to
+3e-4]. The property checked here is the engine's arithmetic, which does not depend on the init.
 
 Tolerances (fp32, 3 AdamW steps; measured values in brackets):
 - 1 x 4 == 2 x 2 for the GAN on DDP and ZeRO-2, and every backend == DDP for the AR: every weight
@@ -64,7 +70,8 @@ BACKENDS: Dict[str, List[str]] = VARIANTS
 GAN_BACKENDS = list(BACKENDS)
 AR_BACKENDS = list(BACKENDS)
 EXACT_BACKENDS = ["ddp", "zero2"]  # 1 x accumulation 4 == 2 x accumulation 2
-NO_RESTART = ["tokenizer.dead_code_steps=0", "tokenizer.quant_dropout=0"]
+# random position init: see "Why the GAN runs ... with random position embeddings" above
+NO_RESTART = ["tokenizer.dead_code_steps=0", "tokenizer.quant_dropout=0", "tokenizer.pos_init=random"]
 COMMON = ["engine.device=cpu", f"data.batch_size={GLOBAL_BATCH}", f"train.max_steps={STEPS}", "checkpoint.every_steps=0",
           "train.eval_every=0", "train.log_every=1", "logging.wandb_mode=disabled"]
 EXTENSIONS_ENV = {

@@ -99,3 +99,77 @@ def test_ema_follows_the_live_model_and_copies_buffers():
     torch.testing.assert_close(ema.patch_embed.weight, before + 0.25)
     assert int(ema.quantizer.steps_unused[0]) == 7
     assert ema_decay_at(0, 0.999) == pytest.approx(0.1) and ema_decay_at(10**6, 0.999) == 0.999
+
+
+@pytest.mark.parametrize("patch_size, grid", [([4, 16], (8, 4)), ([16, 4], (2, 16)), (8, (4, 8))])
+def test_rectangular_patches_round_trip(patch_size, grid):
+    from mars_dist.models.vit import patchify, unpatchify
+
+    model = make_tokenizer((2, 32, 64), patch_size=patch_size)
+    assert model.grid_hw == grid
+    x = torch.randn(3, 2, 32, 64)
+    assert model(x)["recon"].shape == x.shape
+    torch.testing.assert_close(unpatchify(patchify(x, patch_size), 2, grid, patch_size), x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [[4], [4, 0], "16", [4.0, 8], True])
+def test_bad_patch_size_is_named(bad):
+    with pytest.raises(ValueError, match="tokenizer.patch_size"):
+        make_tokenizer((2, 32, 64), patch_size=bad)
+
+
+def test_sincos_positions_put_patch_and_latent_grids_in_one_frame():
+    from mars_dist.models.vit import sincos_2d
+
+    code = sincos_2d((4, 8), 32)
+    assert code.shape == (32, 32)
+    torch.testing.assert_close(code, sincos_2d((4, 8), 32))
+    coarse, fine = sincos_2d((2, 4), 32), sincos_2d((4, 8), 32).view(4, 8, 32)
+    # a coarse cell's code is nearest to the fine cells it covers
+    for i in range(2):
+        for j in range(4):
+            dist_ij = (fine - coarse[i * 4 + j]).norm(dim=-1)
+            r, c = divmod(int(dist_ij.argmin()), 8)
+            assert (r // 2, c // 2) == (i, j)
+    # patch grid 4x8 and latent grid 4x8 (last scale) get the same code in the encoder and decoder
+    model = make_tokenizer((2, 32, 64), scales=[[1, 2], [2, 4], [4, 8]])
+    # equal up to the N(0, 0.02) noise each starts with (difference std ~0.028; the code's is ~0.7)
+    assert (model.enc_pos[0] - model.latent_tokens[0]).std() < 0.05 < model.enc_pos.std()
+    assert (model.dec_pos[0] - model.dec_latent_pos[0]).std() < 0.05 < model.dec_pos.std()
+    random = make_tokenizer((2, 32, 64), pos_init="random")
+    assert random.enc_pos.std() < 0.05
+    with pytest.raises(ValueError, match="tokenizer.pos_init='learned'"):
+        make_tokenizer((2, 32, 64), pos_init="learned")
+
+
+def test_regrid_averages_when_shrinking_copies_when_growing():
+    from mars_dist.models.tokenizer import regrid
+
+    tokens_BLD = torch.arange(16.0).view(1, 16, 1)  # a 4x4 grid, row-major
+    torch.testing.assert_close(regrid(tokens_BLD, (4, 4), (4, 4)), tokens_BLD)
+    down = regrid(tokens_BLD, (4, 4), (2, 2)).flatten()
+    torch.testing.assert_close(down, torch.tensor([2.5, 4.5, 10.5, 12.5]))
+    up = regrid(down.view(1, 4, 1), (2, 2), (4, 4)).view(4, 4)
+    torch.testing.assert_close(up[:2, :2], torch.full((2, 2), 2.5))
+    torch.testing.assert_close(up[2:, 2:], torch.full((2, 2), 12.5))
+    mixed = regrid(tokens_BLD, (4, 4), (8, 2)).view(8, 2)  # grow along rows, shrink along columns
+    torch.testing.assert_close(mixed[0], torch.tensor([0.5, 2.5]))
+    torch.testing.assert_close(mixed[1], mixed[0])
+
+
+@pytest.mark.parametrize("spatial_prior", [True, False])
+def test_spatial_prior_makes_a_latent_cell_drive_the_patch_under_it_from_init(spatial_prior):
+    """With the prior, changing one latent cell changes the output patch under it far more than the
+    others before any training; without it, attention spreads the change evenly."""
+    model = make_tokenizer((2, 32, 64), scales=[[1, 2], [2, 4], [4, 8]], spatial_prior=spatial_prior)
+    fhat = torch.randn(1, 8, 4, 8)
+    bumped = fhat.clone()
+    bumped[0, :, 1, 2] += 3.0
+    with torch.no_grad():
+        diff_BCHW = (model.decode_fhat(bumped) - model.decode_fhat(fhat)).abs()
+    per_patch = diff_BCHW.view(1, 2, 4, 8, 8, 8).permute(0, 2, 4, 1, 3, 5).reshape(4, 8, -1).mean(-1)
+    ratio = float(per_patch[1, 2] / per_patch.median())
+    if spatial_prior:
+        assert ratio > 3.0, f"the patch under the changed latent should change most (ratio {ratio:.2f})"
+    else:
+        assert ratio < 3.0, f"without the prior no patch is singled out at init (ratio {ratio:.2f})"

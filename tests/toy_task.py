@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mars_dist.config import load_config
+from mars_dist.engine import schedule as lr_schedule
 from mars_dist.engine.backends import build_backend
 from mars_dist.engine.checkpoint import read_train_state, resolve_resume
 from mars_dist.engine.task import ModelSpec, Models, Task, task_class
@@ -57,15 +58,12 @@ class ToyTask(Task):
         def adamw(params):
             return torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
 
-        def warmup(step: int) -> float:
-            return min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps > 0 else 1.0
-
         regressor = PitchRegressor(channels)
         ema = PitchRegressor(channels)
         ema.load_state_dict(regressor.state_dict())
         self.ema_updates = 0
         return {
-            "regressor": ModelSpec(regressor, optimizer=adamw, lr_multiplier=warmup),
+            "regressor": ModelSpec(regressor, optimizer=adamw, lr_multiplier=lr_schedule.from_config(self.cfg)),
             "classifier": ModelSpec(nn.Linear(FEATURES, NUM_FAMILIES), optimizer=adamw),
             "ema": ModelSpec(ema),
         }

@@ -18,6 +18,7 @@ Timings on a shared machine are noisy; rerun on a quiet one before quoting them.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -96,6 +97,35 @@ class TaskLoop:
         return {k: float(v) for k, v in logs.items()}
 
 
+def measure_step_seconds(cfg, cmx_shape: Tuple[int, int, int], train_cmx: torch.Tensor, adversarial: bool,
+                         steps: int = 4) -> float:
+    """Median seconds per training step of a throwaway copy of the run (generator only, or with the
+    discriminator active), after one warm-up step."""
+    probe_cfg = copy.deepcopy(cfg)
+    probe_cfg.tokenizer.disc.start_step = 0 if adversarial else 10**9
+    loop = TaskLoop(probe_cfg, cmx_shape)
+    batch = {"cmx": train_cmx[:cfg.data.batch_size].float()}
+    loop.step(batch)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loop.step(batch)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def steps_in_budget(cfg, cmx_shape: Tuple[int, int, int], train_cmx: torch.Tensor, seconds: float) -> Tuple[int, Dict[str, float]]:
+    """How many steps fit in `seconds`: generator-only steps until `disc.start_step`, full GAN steps
+    after. The run's lr schedule (a cosine decay ends at train.max_steps) is then fitted to that
+    count, so the time budget ends where the schedule does instead of cutting it off mid-way."""
+    gen_s = measure_step_seconds(cfg, cmx_shape, train_cmx, adversarial=False)
+    start = cfg.tokenizer.disc.start_step
+    if seconds <= start * gen_s:
+        return int(seconds / gen_s), {"generator_step_s": gen_s}
+    gan_s = measure_step_seconds(cfg, cmx_shape, train_cmx, adversarial=True)
+    return int(start + (seconds - start * gen_s) / gan_s), {"generator_step_s": gen_s, "gan_step_s": gan_s}
+
+
 def train_for(loop: TaskLoop, train_cmx: torch.Tensor, seconds: float, log_every: int) -> List[Dict[str, float]]:
     g = torch.Generator().manual_seed(loop.cfg.seed)
     batch_size = loop.cfg.data.batch_size
@@ -124,6 +154,10 @@ def quality_run(args) -> Dict[str, Any]:
     cfg = load_config(args.config, args.overrides)
     data = synthetic_cmx(Path(args.work) / "synthetic", cfg, args.train_notes, args.valid_notes, cfg.seed)
     cmx_shape = tuple(data["train"]["cmx"].shape[1:])
+    timing: Dict[str, float] = {}
+    if args.fit_schedule:
+        cfg.train.max_steps, timing = steps_in_budget(cfg, cmx_shape, data["train"]["cmx"], args.minutes * 60)
+        print(f"schedule fitted to the budget: train.max_steps={cfg.train.max_steps} ({timing})", flush=True)
     loop = TaskLoop(cfg, cmx_shape)
     print(f"quality run: {args.config}, {sum(p.numel() for p in loop.models['tokenizer'].parameters()) / 1e6:.1f}M "
           f"tokenizer params, CMX {list(cmx_shape)}, {args.minutes} min on {torch.get_num_threads()} threads", flush=True)
@@ -135,6 +169,9 @@ def quality_run(args) -> Dict[str, Any]:
         "config": args.config,
         "steps": loop.step_count,
         "minutes": args.minutes,
+        "max_steps": cfg.train.max_steps,
+        "step_timing": timing,
+        "train_seconds": history[-1]["elapsed_s"] if history else 0.0,
         "samples_per_s": loop.step_count * cfg.data.batch_size / max(history[-1]["elapsed_s"], 1e-9) if history else 0.0,
         "live": evaluate(loop.models["tokenizer"], frontend, valid["cmx"], valid["wave"], floor),
         "ema": evaluate(loop.models[EMA_NAME], frontend, valid["cmx"], valid["wave"], floor),
@@ -231,6 +268,8 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--minutes", type=float, default=10.0, help="training time budget of the quality run")
     parser.add_argument("--work", default="runs/bench-tokenizer", help="synthetic set and report go here")
+    parser.add_argument("--no-fit-schedule", dest="fit_schedule", action="store_false",
+                        help="keep the config's train.max_steps instead of fitting it (and the lr decay) to --minutes")
     parser.add_argument("--train-notes", type=int, default=512)
     parser.add_argument("--valid-notes", type=int, default=64)
     parser.add_argument("--cmx-steps", type=int, default=5, help="timed steps per input layout")

@@ -36,6 +36,8 @@ class OptimConfig:
     betas: tuple = (0.9, 0.95)
     weight_decay: float = 0.05
     warmup_steps: int = 0
+    decay: str = "none"  # after warm-up: none (constant) | cosine (to min_lr_ratio * lr at train.max_steps)
+    min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import Any, List
 
 
 def _default_scales() -> List[List[int]]:
@@ -19,7 +19,10 @@ class DiscriminatorConfig:
 
 @dataclass
 class TokenizerConfig:
-    patch_size: int = 16
+    patch_size: Any = 16  # int (square) or [freq, time] in CMX pixels
+    # latent queries start from the patches under them, decoder mask queries from the latent over them
+    spatial_prior: bool = True
+    pos_init: str = "sincos"  # sincos: 2-D sin-cos in one frame for patch and latent grids | random: N(0, 0.02)
     enc_width: int = 768
     enc_depth: int = 12
     enc_heads: int = 12

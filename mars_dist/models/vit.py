@@ -5,7 +5,7 @@ tokens go in (image patches + latent queries, or mask queries + quantized latent
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -69,25 +69,71 @@ def init_vit_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def patch_grid(image_hw: Tuple[int, int], patch_size: int) -> Tuple[int, int]:
+def patch_hw(patch_size: Any) -> Tuple[int, int]:
+    """`tokenizer.patch_size` -> (ph, pw): an int is a square patch, [freq, time] a rectangle.
+
+    A frequency-narrow rectangle (e.g. [4, 64]) makes each token one narrow band over a longer time
+    span, where a steady harmonic is a single row rather than a slanted detail inside a square."""
+    if isinstance(patch_size, bool):
+        raise ValueError(f"tokenizer.patch_size={patch_size!r}: expected an int or [freq, time]")
+    if isinstance(patch_size, int):
+        sizes = (patch_size, patch_size)
+    else:
+        try:
+            sizes = tuple(patch_size)
+        except TypeError:
+            sizes = ()
+        if len(sizes) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in sizes):
+            raise ValueError(f"tokenizer.patch_size={patch_size!r}: expected an int or [freq, time]")
+    if min(sizes) < 1:
+        raise ValueError(f"tokenizer.patch_size={patch_size!r}: sizes must be positive")
+    return int(sizes[0]), int(sizes[1])
+
+
+def patch_grid(image_hw: Tuple[int, int], patch_size: Any) -> Tuple[int, int]:
     """(H, W) -> number of patches along each axis; both must divide exactly."""
     H, W = image_hw
-    if H % patch_size or W % patch_size:
-        raise ValueError(f"image size {H}x{W} is not divisible by tokenizer.patch_size={patch_size}")
-    return H // patch_size, W // patch_size
+    ph, pw = patch_hw(patch_size)
+    if H % ph or W % pw:
+        raise ValueError(f"image size {H}x{W} is not divisible by tokenizer.patch_size={patch_size} ({ph}x{pw})")
+    return H // ph, W // pw
 
 
-def patchify(x_BCHW: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """[B, C, H, W] -> [B, (H/p)(W/p), C p p], patches in row-major order."""
+def patchify(x_BCHW: torch.Tensor, patch_size: Any) -> torch.Tensor:
+    """[B, C, H, W] -> [B, (H/ph)(W/pw), C ph pw], patches in row-major order."""
     B, C, H, W = x_BCHW.shape
-    gh, gw = H // patch_size, W // patch_size
-    x = x_BCHW.reshape(B, C, gh, patch_size, gw, patch_size)
-    return x.permute(0, 2, 4, 1, 3, 5).reshape(B, gh * gw, C * patch_size * patch_size)
+    ph, pw = patch_hw(patch_size)
+    gh, gw = H // ph, W // pw
+    x = x_BCHW.reshape(B, C, gh, ph, gw, pw)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(B, gh * gw, C * ph * pw)
 
 
-def unpatchify(x_BLP: torch.Tensor, channels: int, grid_hw: Tuple[int, int], patch_size: int) -> torch.Tensor:
-    """Inverse of `patchify`: [B, gh*gw, C p p] -> [B, C, gh p, gw p]."""
+def unpatchify(x_BLP: torch.Tensor, channels: int, grid_hw: Tuple[int, int], patch_size: Any) -> torch.Tensor:
+    """Inverse of `patchify`: [B, gh*gw, C ph pw] -> [B, C, gh ph, gw pw]."""
     B = x_BLP.shape[0]
     gh, gw = grid_hw
-    x = x_BLP.reshape(B, gh, gw, channels, patch_size, patch_size)
-    return x.permute(0, 3, 1, 4, 2, 5).reshape(B, channels, gh * patch_size, gw * patch_size)
+    ph, pw = patch_hw(patch_size)
+    x = x_BLP.reshape(B, gh, gw, channels, ph, pw)
+    return x.permute(0, 3, 1, 4, 2, 5).reshape(B, channels, gh * ph, gw * pw)
+
+
+def sincos_2d(grid_hw: Tuple[int, int], width: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position code [gh*gw, width] of grid cell centres in [0, 1]^2.
+
+    Coordinates are normalised to the image, not counted in cells, so grids of different sizes
+    over the same image (the patch grid and the latent grid) share one frame: a latent token and
+    the patches it covers start out with similar codes, which lets attention find locality from
+    the first step instead of learning geometry from random embeddings."""
+    if width % 4:
+        raise ValueError(f"sin-cos position code needs a width divisible by 4, got {width}")
+    gh, gw = grid_hw
+    quarter = width // 4
+    # wavelengths from 2 image spans down to 1/16 of one: finer ones alias between grid cells and
+    # would make distant cells look alike
+    freqs = 2.0 ** torch.linspace(0.0, 5.0, quarter) * torch.pi
+    ys = (torch.arange(gh, dtype=torch.float64) + 0.5) / gh
+    xs = (torch.arange(gw, dtype=torch.float64) + 0.5) / gw
+    y_hw, x_hw = torch.meshgrid(ys, xs, indexing="ij")
+    ang_y = y_hw.reshape(-1, 1) * freqs.double()
+    ang_x = x_hw.reshape(-1, 1) * freqs.double()
+    return torch.cat([ang_y.sin(), ang_y.cos(), ang_x.sin(), ang_x.cos()], dim=1).float()

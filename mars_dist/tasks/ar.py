@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mars_dist.audio.frontend import AudioFrontend
+from mars_dist.engine import schedule as lr_schedule
 from mars_dist.engine.task import Models, ModelSpec, Task
 from mars_dist.models.ar import NextScaleAR
 from mars_dist.models.conditioning import LABEL_CLASSES
@@ -32,13 +33,6 @@ def adamw_factory(optim_cfg):
         return torch.optim.AdamW(groups, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas))
 
     return build
-
-
-def warmup_multiplier(warmup_steps: int):
-    def multiplier(step: int) -> float:
-        return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-
-    return multiplier
 
 
 def _check_tokenizer_path(path: str) -> Path:
@@ -98,7 +92,7 @@ class ARTask(Task):
         tokenizer = load_frozen_tokenizer(self.cfg.ar.tokenizer_path, self.data_info.get("cmx_shape"))
         ar = build_ar(self.cfg.ar, tokenizer)
         return {
-            "ar": ModelSpec(ar, optimizer=adamw_factory(self.cfg.optim), lr_multiplier=warmup_multiplier(self.cfg.optim.warmup_steps)),
+            "ar": ModelSpec(ar, optimizer=adamw_factory(self.cfg.optim), lr_multiplier=lr_schedule.from_config(self.cfg)),
             "tokenizer": ModelSpec(tokenizer, optimizer=None),
         }
 

@@ -30,12 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from mars_dist.engine import schedule as lr_schedule
 from mars_dist.engine.task import BackwardFn, ModelSpec, Models, Task
 from mars_dist.media import wandb_audio, wandb_image, write_spectrogram_grid, write_wav
 from mars_dist.models.ema import ema_decay_at, ema_update, frozen_copy
 from mars_dist.models.full_params import full_named_parameters
 from mars_dist.models.patchgan import PatchGANDiscriminator, generator_adversarial, gradient_into, hinge_d_loss
 from mars_dist.models.tokenizer import SpectrogramTokenizer
+from mars_dist.models.vit import patch_grid
 
 EMA_NAME = "tokenizer_ema"
 MEDIA_SAMPLES = 4
@@ -50,10 +52,6 @@ def adamw(params: Iterable[nn.Parameter], lr: float, betas, weight_decay: float)
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas))
-
-
-def linear_warmup(warmup_steps: int, step: int) -> float:
-    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
 def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -88,10 +86,10 @@ class TokenizerTask(Task):
         tokenizer = SpectrogramTokenizer(tcfg, self.in_shape)
         discriminator = PatchGANDiscriminator(self.in_shape[0], tcfg.disc)
         self._disc_shadow = frozen_copy(discriminator)
-        warmup = partial(linear_warmup, ocfg.warmup_steps)
+        schedule = lr_schedule.from_config(self.cfg)
         return {
-            "tokenizer": ModelSpec(tokenizer, partial(adamw, lr=ocfg.lr, betas=ocfg.betas, weight_decay=ocfg.weight_decay), warmup),
-            "discriminator": ModelSpec(discriminator, partial(adamw, lr=ocfg.disc_lr, betas=ocfg.betas, weight_decay=ocfg.weight_decay), warmup),
+            "tokenizer": ModelSpec(tokenizer, partial(adamw, lr=ocfg.lr, betas=ocfg.betas, weight_decay=ocfg.weight_decay), schedule),
+            "discriminator": ModelSpec(discriminator, partial(adamw, lr=ocfg.disc_lr, betas=ocfg.betas, weight_decay=ocfg.weight_decay), schedule),
             EMA_NAME: ModelSpec(frozen_copy(tokenizer)),
         }
 
@@ -146,8 +144,8 @@ class TokenizerTask(Task):
     def tokens_per_sample(self) -> int:
         """Encoder input tokens (image patches) per sample."""
         _, H, W = self.in_shape
-        p = self.cfg.tokenizer.patch_size
-        return (H // p) * (W // p)
+        gh, gw = patch_grid((H, W), self.cfg.tokenizer.patch_size)
+        return gh * gw
 
     def flops_per_sample(self) -> float:
         """Forward+backward FLOPs of encoder, decoder and (3 passes of) the discriminator, counted once
