@@ -11,10 +11,10 @@
 # overwrite their outputs. If the tokenizer's weights changed since the AR was trained, the AR run is
 # started over (its tokens would mean something else). FRESH=1 deletes $RUN first and starts over.
 #
-# Knobs (environment variables; defaults are the README's run: 20 min measured on a shared 2-core machine):
-#   RUN=runs/quickstart  TRAIN_NOTES=256  VALID_NOTES=32
-#   TOK_CONFIG=configs/tokenizer/small.yaml  TOK_STEPS=600  TOK_EVAL_EVERY=200 (media + checkpoint cadence)
-#   AR_CONFIG=configs/ar/small.yaml          AR_STEPS=200   AR_EVAL_EVERY=100
+# Knobs (environment variables; defaults are the README's run: 9 min measured on a quiet 2-core machine):
+#   RUN=runs/quickstart  TRAIN_NOTES=512  VALID_NOTES=32
+#   TOK_CONFIG=configs/tokenizer/small.yaml  TOK_STEPS=800  TOK_EVAL_EVERY=200 (media + checkpoint cadence)
+#   AR_CONFIG=configs/ar/small.yaml          AR_STEPS=500   AR_EVAL_EVERY=250
 #   AR_OVERRIDES=""  extra key=value overrides of the AR run (e.g. "ar.depth=6 ar.width=384")
 #   PITCHES="48 60 72"  FAMILIES="keyboard string"  GL_ITERS=32 (sampling and report)
 #   REPORT_PER_PITCH=4  WANDB_MODE=offline (offline | disabled | online)
@@ -28,14 +28,14 @@ export WANDB_MODE=${WANDB_MODE:-offline}
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/mars_dist/torch_extensions}
 PY=${PYTHON_BIN:-.venv/bin/python}
 RUN=${RUN:-runs/quickstart}
-TRAIN_NOTES=${TRAIN_NOTES:-256}
+TRAIN_NOTES=${TRAIN_NOTES:-512}
 VALID_NOTES=${VALID_NOTES:-32}
 TOK_CONFIG=${TOK_CONFIG:-configs/tokenizer/small.yaml}
-TOK_STEPS=${TOK_STEPS:-600}
+TOK_STEPS=${TOK_STEPS:-800}
 TOK_EVAL_EVERY=${TOK_EVAL_EVERY:-200}
 AR_CONFIG=${AR_CONFIG:-configs/ar/small.yaml}
-AR_STEPS=${AR_STEPS:-200}
-AR_EVAL_EVERY=${AR_EVAL_EVERY:-100}
+AR_STEPS=${AR_STEPS:-500}
+AR_EVAL_EVERY=${AR_EVAL_EVERY:-250}
 AR_OVERRIDES=${AR_OVERRIDES:-}
 PITCHES=${PITCHES:-48 60 72}
 FAMILIES=${FAMILIES:-keyboard string}

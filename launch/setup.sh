@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
-$VPY -m pip install -q --upgrade pip setuptools wheel
+# setuptools below 82: torch 2.11 declares setuptools<82 (DeepSpeed builds against it)
+$VPY -m pip install -q --upgrade pip "setuptools<82" wheel
 $VPY -c "import torch, torchaudio, sys; sys.exit(0 if torch.__version__.startswith('2.11') and torchaudio.__version__.startswith('2.11') else 1)" 2>/dev/null \
   || $VPY -m pip install -q "torch==2.11.*" "torchaudio==2.11.*"
 $VPY -c "import deepspeed" 2>/dev/null \

@@ -5,6 +5,12 @@ learnable latent tokens; only the latent tokens leave the encoder, laid out as t
 (h, w) grid. The decoder reads gh*gw learnable mask tokens together with the quantized latents and
 predicts the image patches from the mask tokens. The latent grid is therefore independent of the
 patch grid, which is what lets the AR's token count be chosen freely.
+
+Attention is global, but each query starts from its own image area (`spatial_prior`): a latent
+query adds the average of the patch embeddings under it, a decoder mask query the normalised
+latent content over it. Without that, a fresh decoder's near-uniform attention hands every output
+patch the average of all latents, and a CPU-length run never gets past the mean envelope
+(docs/tokenizer.md, "Tuning the small config").
 """
 from __future__ import annotations
 
