@@ -11,7 +11,7 @@
 # overwrite their outputs. If the tokenizer's weights changed since the AR was trained, the AR run is
 # started over (its tokens would mean something else). FRESH=1 deletes $RUN first and starts over.
 #
-# Knobs (environment variables; defaults are the README's run: 9 min measured on a quiet 2-core machine):
+# Knobs (environment variables; defaults are the README's run: 15 min measured on a quiet 2-core machine):
 #   RUN=runs/quickstart  TRAIN_NOTES=512  VALID_NOTES=32
 #   TOK_CONFIG=configs/tokenizer/small.yaml  TOK_STEPS=800  TOK_EVAL_EVERY=200 (media + checkpoint cadence)
 #   AR_CONFIG=configs/ar/small.yaml          AR_STEPS=500   AR_EVAL_EVERY=250
