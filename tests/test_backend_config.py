@@ -60,3 +60,12 @@ def test_missing_file_and_bad_stage_are_errors(tmp_path):
         deepspeed_config(_cfg(f"engine.deepspeed.config_file={tmp_path / 'nope.json'}"), 3, 2, 2, on_gpu=False)
     with pytest.raises(ValueError, match="engine.deepspeed.zero_stage=0"):
         deepspeed_config(_cfg("engine.deepspeed.zero_stage=0"), 3, 2, 2, on_gpu=False)
+
+
+def test_a_model_that_is_not_trained_is_named_with_the_trained_ones():
+    from mars_dist.engine.backends._common import trained_entry
+
+    table = {"tokenizer": "opt-t", "discriminator": "opt-d"}
+    assert trained_entry(table, "tokenizer") == "opt-t"
+    with pytest.raises(KeyError, match=r"'tokenizer_ema'.*\['discriminator', 'tokenizer'\]"):
+        trained_entry(table, "tokenizer_ema")

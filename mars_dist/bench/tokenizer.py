@@ -100,14 +100,8 @@ class TaskLoop:
         return {k: float(v) for k, v in logs.items()}
 
 
-def measure_step_seconds(cfg, cmx_shape: Tuple[int, int, int], train_cmx: torch.Tensor, adversarial: bool,
-                         steps: int = 4) -> float:
-    """Median seconds per training step of a throwaway copy of the run (generator only, or with the
-    discriminator active), after one warm-up step."""
-    probe_cfg = copy.deepcopy(cfg)
-    probe_cfg.tokenizer.disc.start_step = 0 if adversarial else 10**9
-    loop = TaskLoop(probe_cfg, cmx_shape)
-    batch = {"cmx": train_cmx[:cfg.data.batch_size].float()}
+def median_step_seconds(loop: TaskLoop, batch: Dict[str, Any], steps: int) -> float:
+    """One warm-up step (allocator, autocast caches, optimizer state), then the median of `steps` timed ones."""
     loop.step(batch)
     times = []
     for _ in range(steps):
@@ -115,6 +109,16 @@ def measure_step_seconds(cfg, cmx_shape: Tuple[int, int, int], train_cmx: torch.
         loop.step(batch)
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def measure_step_seconds(cfg, cmx_shape: Tuple[int, int, int], train_cmx: torch.Tensor, adversarial: bool,
+                         steps: int = 4) -> float:
+    """Median seconds per training step of a throwaway copy of the run (generator only, or with the
+    discriminator active), after one warm-up step."""
+    probe_cfg = copy.deepcopy(cfg)
+    probe_cfg.tokenizer.disc.start_step = 0 if adversarial else 10**9
+    loop = TaskLoop(probe_cfg, cmx_shape)
+    return median_step_seconds(loop, {"cmx": train_cmx[:cfg.data.batch_size].float()}, steps)
 
 
 def steps_in_budget(cfg, cmx_shape: Tuple[int, int, int], train_cmx: torch.Tensor, seconds: float) -> Tuple[int, Dict[str, float]]:
@@ -211,15 +215,10 @@ def cmx_worker(config: str, overrides: List[str], shape: Tuple[int, int, int], s
     batch = {"cmx": torch.tanh(torch.randn(cfg.data.batch_size, *shape, generator=g))}
     rss_before = _rss_bytes()
     _reset_peak_rss()
-    loop.step(batch)  # warm-up: allocator, autocast caches, optimizer state
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        loop.step(batch)
-        times.append(time.perf_counter() - t0)
+    step_s = median_step_seconds(loop, batch, steps)
     peak = _peak_rss_bytes()
     tok = loop.models["tokenizer"]
-    return {"shape": list(shape), "patches": tok.grid_hw[0] * tok.grid_hw[1], "step_s": float(np.median(times)),
+    return {"shape": list(shape), "patches": tok.grid_hw[0] * tok.grid_hw[1], "step_s": step_s,
             "peak_rss_growth_mb": (peak - rss_before) / 2**20, "flops_per_sample": loop.task.flops_per_sample()}
 
 

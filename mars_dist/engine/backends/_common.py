@@ -32,6 +32,13 @@ def trained_names(specs: Dict[str, ModelSpec]) -> List[str]:
     return [name for name, spec in specs.items() if spec.optimizer is not None]
 
 
+def trained_entry(table: Dict[str, Any], name: str) -> Any:
+    """`table[name]` for a trained model (its optimizer or engine), or an error naming the trained ones."""
+    if name not in table:
+        raise KeyError(f"backward/step for model {name!r}, but the trained models are {sorted(table)}")
+    return table[name]
+
+
 def freeze(module: nn.Module, device: torch.device) -> nn.Module:
     """A frozen model is moved, put in eval mode and excluded from autograd; never wrapped or sharded."""
     module.to(device)

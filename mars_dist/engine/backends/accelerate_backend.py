@@ -34,6 +34,7 @@ from mars_dist.engine.backends._common import (
     resolve_autocast_dtype,
     resolve_device,
     total_grad_norm,
+    trained_entry,
     write_json_atomic,
 )
 from mars_dist.engine.task import ModelSpec, Models
@@ -165,9 +166,7 @@ class AccelerateBackend(TorchDistributedCollectives, Backend):
         self._optimizer(name).zero_grad(set_to_none=True)
 
     def _optimizer(self, name: str) -> torch.optim.Optimizer:
-        if name not in self._optimizers:
-            raise KeyError(f"backward/step for model {name!r}, but the trained models are {sorted(self._optimizers)}")
-        return self._optimizers[name]
+        return trained_entry(self._optimizers, name)
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self, directory: Path) -> None:

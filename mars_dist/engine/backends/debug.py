@@ -28,6 +28,7 @@ from mars_dist.engine.backends._common import (
     resolve_autocast_dtype,
     resolve_device,
     total_grad_norm,
+    trained_entry,
     write_json_atomic,
 )
 from mars_dist.engine.checkpoint import atomic_torch_save
@@ -88,9 +89,7 @@ class DebugBackend(TorchDistributedCollectives, Backend):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _optimizer(self, name: str) -> torch.optim.Optimizer:
-        if name not in self._optimizers:
-            raise KeyError(f"model {name!r} is not trained by this task (trained: {', '.join(self.trained) or 'none'})")
-        return self._optimizers[name]
+        return trained_entry(self._optimizers, name)
 
     def backward(self, name: str, loss: torch.Tensor) -> None:
         self._optimizer(name)

@@ -32,6 +32,7 @@ from mars_dist.engine.backends._common import (
     freeze,
     resolve_autocast_dtype,
     resolve_device,
+    trained_entry,
     write_json_atomic,
 )
 from mars_dist.engine.task import ModelSpec, Models
@@ -236,9 +237,7 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
             engine.step()
 
     def _engine(self, name: str):
-        if name not in self._engines:
-            raise KeyError(f"backward/step for model {name!r}, but the trained models are {sorted(self._engines)}")
-        return self._engines[name]
+        return trained_entry(self._engines, name)
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self, directory: Path) -> None:
