@@ -105,21 +105,22 @@ def fail(message: str) -> None:
 
 def smoke() -> None:
     """Imports the stack and runs the compiled code paths a broken wheel pair breaks first."""
+    torch_v, audio_v = (metadata.version(name).split("+")[0] for name in ("torch", "torchaudio"))
+    if torch_v != audio_v:
+        fail(f"torch {torch_v} and torchaudio {audio_v} are not a matching pair "
+             "(torchaudio's compiled extension is built against one exact torch; the lock pins both to one version)")
     import torch
     try:
         import torchaudio
     except OSError as err:  # the compiled extension does not load against this torch
-        fail(f"torchaudio {metadata.version('torchaudio')} cannot load against torch {torch.__version__}: {err}")
-    torch_v, audio_v = torch.__version__.split("+")[0], torchaudio.__version__.split("+")[0]
-    if torch_v != audio_v:
-        fail(f"torch {torch_v} and torchaudio {audio_v} are not a matching pair "
-             "(torchaudio's extension is built against one exact torch; the lock pins both to one version)")
+        fail(f"torchaudio {audio_v} cannot load against torch {torch_v}: {err}")
     try:
         spec_FT = torch.rand(513, 16)
         wave = torchaudio.transforms.GriffinLim(n_fft=1024, hop_length=256, power=1.0, n_iter=2)(spec_FT)
     except (OSError, RuntimeError) as err:
         fail(f"torchaudio {audio_v} with torch {torch_v}: Griffin-Lim failed: {err}")
-    assert wave.ndim == 1 and torch.isfinite(wave).all(), "Griffin-Lim returned a non-finite waveform"
+    if wave.ndim != 1 or not bool(torch.isfinite(wave).all()):
+        fail(f"torchaudio {audio_v} with torch {torch_v}: Griffin-Lim returned a non-finite or misshapen waveform")
     import accelerate
     import deepspeed
     import s3fs
