@@ -25,9 +25,9 @@ import torch
 
 from data_tools.nsynth import FAMILIES, SOURCES
 from mars_dist.audio.frontend import AudioFrontend
-from mars_dist.models.ar import NextScaleAR
-from mars_dist.models.conditioning import LABEL_CLASSES, NULL, check_labels
-from mars_dist.media import write_spectrogram_grid, write_wav
+from mars_dist.models.generators.next_scale.model import NextScaleAR
+from mars_dist.models.generators.conditioning import LABEL_CLASSES, NULL, check_labels
+from mars_dist.io.media import write_spectrogram_grid, write_wav
 
 LabelSet = Dict[str, int]  # label name -> raw value; a missing name means null
 _NAMED = {"instrument_family": FAMILIES, "instrument_source": SOURCES}

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mars_dist.models.ar import NextScaleAR, block_causal_mask
-from mars_dist.models.ar_config import ar_preset
-from mars_dist.models.conditioning import LABEL_CLASSES, ConditionEmbedding, velocity_level
-from mars_dist.models.quantizer import MultiScaleQuantizer
-from mars_dist.models.sampling import filter_logits, guidance_schedule, guided_logits, sample_logits
+from mars_dist.models.generators.next_scale.model import NextScaleAR, block_causal_mask
+from mars_dist.models.generators.next_scale.config import ar_preset
+from mars_dist.models.generators.conditioning import LABEL_CLASSES, ConditionEmbedding, velocity_level
+from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
+from mars_dist.models.generators.sampling import filter_logits, guidance_schedule, guided_logits, sample_logits
 
 SCALES = [(1, 1), (1, 2), (2, 3), (3, 4)]  # rectangular on purpose
 V, CVAE = 32, 8
@@ -213,7 +213,7 @@ def test_preset_yaml_matches_the_python_preset(name):
     from pathlib import Path
 
     from mars_dist.config import load_config
-    from mars_dist.models.ar_config import AR_PRESETS
+    from mars_dist.models.generators.next_scale.config import AR_PRESETS
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "ar" / f"{name}.yaml")
     assert cfg.task == "ar"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mars_dist.engine.task import Models
-from mars_dist.models.ar import NextScaleAR
+from mars_dist.models.generators.next_scale.model import NextScaleAR
 from mars_dist.tasks.ar import ARTask
 from tests.ar_exports import CMX_SHAPE, ar_config, tokenizer_export
 

@@ -1,10 +1,10 @@
-"""Properties of the shared-codebook multi-scale residual quantizer (mars_dist.models.quantizer)."""
+"""Properties of the shared-codebook multi-scale residual quantizer (mars_dist.models.tokenizer.quantizer)."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mars_dist.models.quantizer import MultiScaleQuantizer, check_scales
+from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer, check_scales
 
 RECT = [[1, 2], [2, 4], [4, 8]]
 

@@ -48,14 +48,14 @@ from mars_dist.config import load_config
 from mars_dist.engine.backends import build_backend
 from mars_dist.engine.trainer import Trainer
 from mars_dist.models.full_params import full_tensors
-from mars_dist.models.patchgan import (
+from mars_dist.models.tokenizer.patchgan import (
     PatchGANDiscriminator,
     adaptive_weight,
     generator_adversarial,
     gradient_into,
     hinge_g_loss,
 )
-from mars_dist.models.tokenizer_config import DiscriminatorConfig
+from mars_dist.models.tokenizer.config import DiscriminatorConfig
 from mars_dist.tasks.ar import ARTask
 from mars_dist.tasks.tokenizer import EMA_NAME, TokenizerTask
 from tests.ar_exports import AR_TINY, CMX_SHAPE, TOKENIZER_TINY, tokenizer_export

@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from mars_dist.models.ema import ema_decay_at, ema_update, frozen_copy
-from mars_dist.models.patchgan import PatchGANDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
-from mars_dist.models.tokenizer import SpectrogramTokenizer
-from mars_dist.models.tokenizer_config import DiscriminatorConfig, TokenizerConfig
+from mars_dist.models.tokenizer.patchgan import PatchGANDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
+from mars_dist.models.tokenizer.model import SpectrogramTokenizer
+from mars_dist.models.tokenizer.config import DiscriminatorConfig, TokenizerConfig
 
 
 def tiny_cfg(**kw) -> TokenizerConfig:
@@ -103,7 +103,7 @@ def test_ema_follows_the_live_model_and_copies_buffers():
 
 @pytest.mark.parametrize("patch_size, grid", [([4, 16], (8, 4)), ([16, 4], (2, 16)), (8, (4, 8))])
 def test_rectangular_patches_round_trip(patch_size, grid):
-    from mars_dist.models.vit import patchify, unpatchify
+    from mars_dist.models.tokenizer.vit import patchify, unpatchify
 
     model = make_tokenizer((2, 32, 64), patch_size=patch_size)
     assert model.grid_hw == grid
@@ -119,7 +119,7 @@ def test_bad_patch_size_is_named(bad):
 
 
 def test_sincos_positions_put_patch_and_latent_grids_in_one_frame():
-    from mars_dist.models.vit import sincos_2d
+    from mars_dist.models.tokenizer.vit import sincos_2d
 
     code = sincos_2d((4, 8), 32)
     assert code.shape == (32, 32)
@@ -143,7 +143,7 @@ def test_sincos_positions_put_patch_and_latent_grids_in_one_frame():
 
 
 def test_regrid_averages_when_shrinking_copies_when_growing():
-    from mars_dist.models.tokenizer import regrid
+    from mars_dist.models.tokenizer.model import regrid
 
     tokens_BLD = torch.arange(16.0).view(1, 16, 1)  # a 4x4 grid, row-major
     torch.testing.assert_close(regrid(tokens_BLD, (4, 4), (4, 4)), tokens_BLD)

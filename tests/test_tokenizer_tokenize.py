@@ -1,4 +1,4 @@
-"""`python -m mars_dist.tokenize encode/decode` on real tiny shards with an exported tiny tokenizer."""
+"""`python -m mars_dist.encode encode/decode` on real tiny shards with an exported tiny tokenizer."""
 import json
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 
 from mars_dist.data.sample_reader import SampleReader, ShardIndex
 from mars_dist.export import load_exported
-from mars_dist.tokenize import main, read_tokens
+from mars_dist.encode import main, read_tokens
 from tests.ar_exports import tokenizer_export
 
 

@@ -34,9 +34,9 @@ import torch
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.config import load_config
-from mars_dist.models.ar import NextScaleAR
-from mars_dist.models.ar_config import AR_PRESETS, ar_preset
-from mars_dist.models.tokenizer import SpectrogramTokenizer
+from mars_dist.models.generators.next_scale.model import NextScaleAR
+from mars_dist.models.generators.next_scale.config import AR_PRESETS, ar_preset
+from mars_dist.models.tokenizer.model import SpectrogramTokenizer
 from mars_dist.sample import NoteGenerator, SamplingSettings, labels_to_tensors
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -122,7 +122,7 @@ def run_attention(args) -> None:
     """Times SDPA with the block-causal mask per backend (one AR layer's shapes, bf16, training size)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from mars_dist.models.ar import block_causal_mask
+    from mars_dist.models.generators.next_scale.model import block_causal_mask
 
     if not torch.cuda.is_available():
         print("--attention needs a CUDA device: on the CPU SDPA has one fused kernel and no fallback choice to check")

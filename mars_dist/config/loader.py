@@ -17,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from mars_dist.atomic import atomic_write_text
+from mars_dist.io.atomic import atomic_write_text
 
 T = TypeVar("T")
 

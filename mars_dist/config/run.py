@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from mars_dist.audio.config import AudioConfig
 from mars_dist.data.config import DataConfig
 from mars_dist.engine.config import CheckpointConfig, EngineConfig, LoggingConfig, OptimConfig, TrainConfig
-from mars_dist.models.ar_config import ARConfig
-from mars_dist.models.tokenizer_config import TokenizerConfig
+from mars_dist.models.generators.next_scale.config import ARConfig
+from mars_dist.models.tokenizer.config import TokenizerConfig
 
 TASKS = ("tokenizer", "ar")
 

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from mars_dist.atomic import atomic_write_bytes, atomic_write_text
+from mars_dist.io.atomic import atomic_write_bytes, atomic_write_text
 from mars_dist.engine.backend import Backend
 from mars_dist.engine.rng import capture_rng_state
 

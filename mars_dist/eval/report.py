@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from mars_dist.atomic import atomic_write_text
+from mars_dist.io.atomic import atomic_write_text
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.audio.griffinlim import spectral_convergence
 from mars_dist.audio.mel import mel_mse_mae

@@ -16,8 +16,8 @@ from torch import nn
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.engine import schedule as lr_schedule
 from mars_dist.engine.task import Models, ModelSpec, Task
-from mars_dist.models.ar import NextScaleAR
-from mars_dist.models.conditioning import LABEL_CLASSES
+from mars_dist.models.generators.next_scale.model import NextScaleAR
+from mars_dist.models.generators.conditioning import LABEL_CLASSES
 from mars_dist.models.full_params import full_tensors
 
 

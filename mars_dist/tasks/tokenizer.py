@@ -32,12 +32,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mars_dist.engine import schedule as lr_schedule
 from mars_dist.engine.task import BackwardFn, ModelSpec, Models, Task
-from mars_dist.media import wandb_audio, wandb_image, write_spectrogram_grid, write_wav
+from mars_dist.io.media import wandb_audio, wandb_image, write_spectrogram_grid, write_wav
 from mars_dist.models.ema import ema_decay_at, ema_update, frozen_copy
 from mars_dist.models.full_params import full_named_parameters
-from mars_dist.models.patchgan import PatchGANDiscriminator, generator_adversarial, gradient_into, hinge_d_loss
-from mars_dist.models.tokenizer import SpectrogramTokenizer
-from mars_dist.models.vit import patch_grid
+from mars_dist.models.tokenizer.patchgan import PatchGANDiscriminator, generator_adversarial, gradient_into, hinge_d_loss
+from mars_dist.models.tokenizer.model import SpectrogramTokenizer
+from mars_dist.models.tokenizer.vit import patch_grid
 
 EMA_NAME = "tokenizer_ema"
 MEDIA_SAMPLES = 4

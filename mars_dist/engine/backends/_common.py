@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 import torch
 from torch import nn
 
-from mars_dist.atomic import atomic_write_text
+from mars_dist.io.atomic import atomic_write_text
 from mars_dist.engine import distributed
 from mars_dist.engine.task import ModelSpec
 

@@ -15,10 +15,10 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from mars_dist.models.ar_blocks import AdaLNBlock, AdaLNHead, LayerKVCache
-from mars_dist.models.ar_config import ARConfig
-from mars_dist.models.conditioning import ConditionEmbedding
-from mars_dist.models.sampling import guidance_schedule, guided_logits, sample_logits
+from mars_dist.models.generators.next_scale.blocks import AdaLNBlock, AdaLNHead, LayerKVCache
+from mars_dist.models.generators.next_scale.config import ARConfig
+from mars_dist.models.generators.conditioning import ConditionEmbedding
+from mars_dist.models.generators.sampling import guidance_schedule, guided_logits, sample_logits
 
 
 def block_causal_mask(scales: Sequence[Tuple[int, int]]) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Encode shards into multi-scale token maps with an exported tokenizer, and decode token maps back.
 
-    python -m mars_dist.tokenize encode --checkpoint EXPORT_DIR --shards URL --out DIR [--batch-size 32]
-    python -m mars_dist.tokenize decode --checkpoint EXPORT_DIR --tokens DIR --out DIR [--limit 8] [--wav]
+    python -m mars_dist.encode encode --checkpoint EXPORT_DIR --shards URL --out DIR [--batch-size 32]
+    python -m mars_dist.encode decode --checkpoint EXPORT_DIR --tokens DIR --out DIR [--limit 8] [--wav]
 
 `encode` writes, per input shard, `DIR/shard-XXXXXX.tokens.npz` with `keys` (note_str), the labels
 (pitch, velocity, instrument_family, instrument_source, instrument) and one int32 array per scale
@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from mars_dist.atomic import atomic_write_bytes
+from mars_dist.io.atomic import atomic_write_bytes
 
 TOKENS_FORMAT = "mars_dist.tokens/1"
 TOKENS_MANIFEST = "tokens.json"
@@ -32,7 +32,7 @@ LABELS = ("pitch", "velocity", "instrument_family", "instrument_source", "instru
 def load_tokenizer(export_dir: str, device: torch.device):
     """(SpectrogramTokenizer in eval mode on `device`, export config) from an export folder."""
     from mars_dist.export import load_exported
-    from mars_dist.models.tokenizer import SpectrogramTokenizer
+    from mars_dist.models.tokenizer.model import SpectrogramTokenizer
 
     module, config = load_exported(Path(export_dir))
     if not isinstance(module, SpectrogramTokenizer):
@@ -101,7 +101,7 @@ def read_tokens(tokens_dir: str) -> Dict[str, Any]:
     """tokens.json of a finished encode, checked."""
     path = Path(tokens_dir) / TOKENS_MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; {tokens_dir} is not a finished `mars_dist.tokenize encode` output")
+        raise FileNotFoundError(f"{path}: missing; {tokens_dir} is not a finished `mars_dist.encode encode` output")
     meta = json.loads(path.read_text())
     if meta.get("format") != TOKENS_FORMAT:
         raise ValueError(f"{path}: format {meta.get('format')!r}, expected {TOKENS_FORMAT!r}")
@@ -155,7 +155,7 @@ def decode_tokens(export_dir: str, tokens_dir: str, out_dir: str, limit: int = 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mars_dist.tokenize", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mars_dist.encode", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     enc = sub.add_parser("encode", help="shards -> token maps")

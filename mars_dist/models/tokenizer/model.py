@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mars_dist.models.quantizer import MultiScaleQuantizer
-from mars_dist.models.tokenizer_config import TokenizerConfig
-from mars_dist.models.vit import Transformer, init_vit_weights, patch_grid, patch_hw, patchify, sincos_2d, unpatchify
+from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
+from mars_dist.models.tokenizer.config import TokenizerConfig
+from mars_dist.models.tokenizer.vit import Transformer, init_vit_weights, patch_grid, patch_hw, patchify, sincos_2d, unpatchify
 
 
 def regrid(tokens_BLD: torch.Tensor, src_hw: Tuple[int, int], dst_hw: Tuple[int, int]) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mars_dist.models.tokenizer_config import DiscriminatorConfig
+from mars_dist.models.tokenizer.config import DiscriminatorConfig
 
 
 def _norm(channels: int) -> nn.GroupNorm:

@@ -5,7 +5,7 @@ from typing import Any, Dict
 
 import torch
 
-from mars_dist.atomic import atomic_write
+from mars_dist.io.atomic import atomic_write
 
 
 def write_spectrogram_grid(rows: Dict[str, torch.Tensor], path: str) -> None:

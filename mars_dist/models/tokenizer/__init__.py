@@ -1,0 +1,1 @@
+"""The spectrogram tokenizer: ViT encoder/decoder, shared multi-scale quantizer, PatchGAN."""
