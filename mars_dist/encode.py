@@ -1,7 +1,7 @@
 """Encode shards into multi-scale token maps with an exported tokenizer, and decode token maps back.
 
-    python -m mars_dist.encode encode --checkpoint EXPORT_DIR --shards URL --out DIR [--batch-size 32]
-    python -m mars_dist.encode decode --checkpoint EXPORT_DIR --tokens DIR --out DIR [--limit 8] [--wav]
+    python -m mars_dist.encode encode --tokenizer EXPORT_DIR --shards URL --out DIR [--batch-size 32]
+    python -m mars_dist.encode decode --tokenizer EXPORT_DIR --tokens DIR --out DIR [--limit 8] [--wav]
 
 `encode` writes, per input shard, `DIR/shard-XXXXXX.tokens.npz` with `keys` (note_str), the labels
 (pitch, velocity, instrument_family, instrument_source, instrument) and one int32 array per scale
@@ -22,29 +22,23 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+
+from mars_dist.cli import run_cli
+from mars_dist.engine.device import DEVICE_CHOICES, resolve_device
+from mars_dist.errors import UserFileNotFoundError, UserValueError
+from mars_dist.generation.loaders import ExportedTokenizer, load_tokenizer
 from mars_dist.io.atomic import atomic_write_bytes
+from mars_dist.labels import SAMPLE_FIELDS
 
 TOKENS_FORMAT = "mars_dist.tokens/1"
 TOKENS_MANIFEST = "tokens.json"
-LABELS = ("pitch", "velocity", "instrument_family", "instrument_source", "instrument")
 
 
-def load_tokenizer(export_dir: str, device: torch.device):
-    """(SpectrogramTokenizer in eval mode on `device`, export config) from an export folder."""
-    from mars_dist.export import load_exported
-    from mars_dist.models.tokenizer.model import SpectrogramTokenizer
-
-    module, config = load_exported(Path(export_dir))
-    if not isinstance(module, SpectrogramTokenizer):
-        raise ValueError(f"{export_dir}: exports {config.get('task')}/{config.get('model')} ({type(module).__name__}), "
-                         "expected a tokenizer (export the tokenizer task's tokenizer_ema model)")
-    return module.to(device).eval(), config
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def _tokenizer_on(export_dir: str, device: str) -> tuple[ExportedTokenizer, torch.device]:
+    dev = resolve_device(device, 0, key="--device")
+    tokenizer = load_tokenizer(Path(export_dir))
+    tokenizer.module.to(dev)
+    return tokenizer, dev
 
 
 def encode_shards(export_dir: str, shards_url: str, out_dir: str, batch_size: int = 32, device: str = "auto",
@@ -53,12 +47,12 @@ def encode_shards(export_dir: str, shards_url: str, out_dir: str, batch_size: in
     from mars_dist.data.manifest import read_manifest
     from mars_dist.data.sample_reader import SampleReader, ShardIndex, collate_micro_batch
 
-    dev = _device(device)
-    tokenizer, config = load_tokenizer(export_dir, dev)
+    exported, dev = _tokenizer_on(export_dir, device)
+    tokenizer, config = exported.module, exported.config
     manifest = read_manifest(shards_url, storage_options)
     if tuple(manifest["cmx_shape"]) != tokenizer.in_shape:
-        raise ValueError(f"{shards_url}/manifest.json: cmx_shape {manifest['cmx_shape']} but the tokenizer in "
-                         f"{export_dir} was trained on {list(tokenizer.in_shape)}")
+        raise UserValueError(f"{shards_url}/manifest.json: cmx_shape {manifest['cmx_shape']} but the tokenizer in "
+                             f"{export_dir} was trained on {list(tokenizer.in_shape)}")
     index = ShardIndex.load(shards_url, manifest, storage_options)
     reader = SampleReader(shards_url, storage_options, index, manifest["cmx_shape"])
     out = Path(out_dir)
@@ -73,7 +67,7 @@ def encode_shards(export_dir: str, shards_url: str, out_dir: str, batch_size: in
                 idx_list = tokenizer.encode(batch["cmx"].to(dev, torch.float32))
             for si, idx in enumerate(idx_list):
                 arrays.setdefault(f"idx_s{si}", []).append(idx.cpu().numpy().astype(np.int32))
-            for name in LABELS:
+            for name in SAMPLE_FIELDS:
                 arrays.setdefault(name, []).append(batch[name].numpy())
             arrays.setdefault("keys", []).append(np.asarray(batch["key"]))
         name = shard_name.replace(".tar", ".tokens.npz")
@@ -101,27 +95,24 @@ def read_tokens(tokens_dir: str) -> Dict[str, Any]:
     """tokens.json of a finished encode, checked."""
     path = Path(tokens_dir) / TOKENS_MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; {tokens_dir} is not a finished `mars_dist.encode encode` output")
+        raise UserFileNotFoundError(f"{path}: missing; {tokens_dir} is not a finished `python -m mars_dist.encode encode` output")
     meta = json.loads(path.read_text())
     if meta.get("format") != TOKENS_FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {TOKENS_FORMAT!r}")
+        raise UserValueError(f"{path}: format {meta.get('format')!r}, expected {TOKENS_FORMAT!r}")
     return meta
 
 
 def decode_tokens(export_dir: str, tokens_dir: str, out_dir: str, limit: int = 0, wav: bool = False,
                   device: str = "auto") -> List[str]:
     """Token maps -> `{key}.cmx.npy` (and `{key}.wav`); returns the keys decoded."""
-    dev = _device(device)
-    tokenizer, config = load_tokenizer(export_dir, dev)
+    exported, dev = _tokenizer_on(export_dir, device)
+    tokenizer = exported.module
     meta = read_tokens(tokens_dir)
-    if [list(s) for s in tokenizer.scales] != meta["scales"]:
-        raise ValueError(f"{tokens_dir}: token scales {meta['scales']} differ from the tokenizer's {tokenizer.scales}")
-    frontend = None
-    if wav:
-        from mars_dist.audio.frontend import AudioFrontend
-        from mars_dist.export import run_config_from_dict
-
-        frontend = AudioFrontend(run_config_from_dict(config["run_config"]).audio)
+    if [list(s) for s in tokenizer.scales] != meta["scales"] or tokenizer.quantizer.codebook_size != meta["codebook_size"]:
+        raise UserValueError(f"{tokens_dir}: token maps of scales {meta['scales']} over {meta['codebook_size']} codes, "
+                             f"but the tokenizer {export_dir} has scales {[list(s) for s in tokenizer.scales]} over "
+                             f"{tokenizer.quantizer.codebook_size} codes: decode with the tokenizer that encoded them")
+    frontend = exported.frontend if wav else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     done: List[str] = []
@@ -155,31 +146,34 @@ def decode_tokens(export_dir: str, tokens_dir: str, out_dir: str, limit: int = 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mars_dist.encode", description=__doc__,
+    parser = argparse.ArgumentParser(prog="mars-encode", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     enc = sub.add_parser("encode", help="shards -> token maps")
-    enc.add_argument("--checkpoint", required=True, help="exported tokenizer folder (model.safetensors + config.json)")
+    enc.add_argument("--tokenizer", "--checkpoint", dest="tokenizer", required=True,
+                     help="exported tokenizer folder (model.safetensors + config.json)")
     enc.add_argument("--shards", required=True, help="shard folder or s3:// prefix holding manifest.json")
     enc.add_argument("--out", required=True)
     enc.add_argument("--batch-size", type=int, default=32)
-    enc.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    enc.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     dec = sub.add_parser("decode", help="token maps -> CMX (.cmx.npy) and optionally Griffin-Lim .wav")
-    dec.add_argument("--checkpoint", required=True, help="exported tokenizer folder")
+    dec.add_argument("--tokenizer", "--checkpoint", dest="tokenizer", required=True, help="exported tokenizer folder")
     dec.add_argument("--tokens", required=True, help="output folder of `encode`")
     dec.add_argument("--out", required=True)
     dec.add_argument("--limit", type=int, default=0, help="decode at most this many notes (0 = all)")
     dec.add_argument("--wav", action="store_true", help="also write Griffin-Lim audio")
-    dec.add_argument("--device", default="auto")
+    dec.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     args = parser.parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1 or getattr(args, "limit", 0) < 0:
+        parser.error("--batch-size must be >= 1 and --limit >= 0")
     if args.command == "encode":
-        path = encode_shards(args.checkpoint, args.shards, args.out, args.batch_size, args.device)
+        path = encode_shards(args.tokenizer, args.shards, args.out, args.batch_size, args.device)
         print(f"wrote {path}")
     else:
-        keys = decode_tokens(args.checkpoint, args.tokens, args.out, args.limit, args.wav, args.device)
+        keys = decode_tokens(args.tokenizer, args.tokens, args.out, args.limit, args.wav, args.device)
         print(f"decoded {len(keys)} notes into {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "mars-encode"))

@@ -25,7 +25,7 @@ from mars_dist.engine.backend import Backend  # noqa: E402
 from mars_dist.engine.backends import build_backend  # noqa: E402
 from mars_dist.engine.checkpoint import read_train_state, resolve_resume  # noqa: E402
 from mars_dist.engine.preemption import REQUEUE_EXIT_CODE  # noqa: E402
-from mars_dist.engine.task import task_class  # noqa: E402
+from mars_dist.tasks.registry import task_class  # noqa: E402
 from mars_dist.engine.trainer import Trainer  # noqa: E402
 
 

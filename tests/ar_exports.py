@@ -1,20 +1,18 @@
 """Export folders of tiny, randomly initialised tokenizers and ARs for the AR and sampling tests.
 
-They are written in mars_dist.export's format and read back by its real `load_exported`; the full
-train -> checkpoint -> export path is covered end to end by tests/test_ar_train_e2e.py.
+They are written by the real export writer (mars_dist.io.exports) and read back by the real loaders;
+the full train -> checkpoint -> export path is covered end to end by tests/test_ar_train_e2e.py.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import save_file
 
 from mars_dist.config import load_config
 from mars_dist.config.loader import config_to_dict
-from mars_dist.export import CONFIG_JSON, EXPORT_FORMAT, WEIGHTS_FILE
+from mars_dist.io.exports import write_export as write_export_files
 
 REPO = Path(__file__).resolve().parent.parent
 TOKENIZER_TINY = REPO / "configs" / "tokenizer" / "tiny.yaml"
@@ -23,17 +21,13 @@ CMX_SHAPE = (2, 256, 256)
 
 
 def write_export(out_dir: Path, module: torch.nn.Module, cfg, model: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-    save_file(weights, str(out_dir / WEIGHTS_FILE))
-    config = {
-        "format": EXPORT_FORMAT, "model": model, "task": cfg.task, "checkpoint": "(test)", "step": 0,
-        "backend": "debug", "shapes": {k: list(v.shape) for k, v in weights.items()},
+    weights = {k: v.detach() for k, v in module.state_dict().items()}
+    return write_export_files(out_dir, weights, {
+        "model": model, "task": cfg.task, "checkpoint": "(test)", "step": 0, "backend": "debug",
+        "shapes": {k: list(v.shape) for k, v in weights.items()},
         "num_parameters": sum(v.numel() for v in weights.values()),
         "data_info": {"cmx_shape": list(CMX_SHAPE)}, "run_config": config_to_dict(cfg),
-    }
-    (out_dir / CONFIG_JSON).write_text(json.dumps(config))
-    return out_dir
+    })
 
 
 def tokenizer_export(out_dir: Path, seed: int = 0, overrides: Sequence[str] = ()) -> Path:

@@ -6,7 +6,8 @@ import torch
 
 from mars_dist.models.generators.next_scale.model import NextScaleAR, block_causal_mask
 from mars_dist.models.generators.next_scale.config import ar_preset
-from mars_dist.models.generators.conditioning import LABEL_CLASSES, ConditionEmbedding, velocity_level
+from mars_dist.labels import CONDITION_CLASSES, velocity_level
+from mars_dist.models.generators.conditioning import ConditionEmbedding
 from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
 from mars_dist.models.generators.sampling import filter_logits, guidance_schedule, guided_logits, sample_logits
 
@@ -129,14 +130,14 @@ def test_label_dropout_yields_the_null_embedding():
     only_pitch = {"pitch": LABELS["pitch"]}
     with_nulls = {"pitch": LABELS["pitch"], "velocity": torch.full((3,), -1)}
     torch.testing.assert_close(emb(only_pitch, 3), emb(with_nulls, 3))
-    null_rows = {name: torch.full((3,), n) for name, n in LABEL_CLASSES.items()}
+    null_rows = {name: torch.full((3,), n) for name, n in CONDITION_CLASSES.items()}
     torch.testing.assert_close(emb.null(3), emb.embed(null_rows))
 
 
 def test_label_dropout_rate_is_what_config_says():
     emb = ConditionEmbedding(4, cond_drop_prob=0.1, label_drop_prob=0.2, init_std=0.1)
     rows = emb.class_indices({"pitch": torch.zeros(20000, dtype=torch.long)}, 20000, torch.device("cpu"))
-    dropped = emb.drop(rows, torch.Generator().manual_seed(0))["pitch"] == LABEL_CLASSES["pitch"]
+    dropped = emb.drop(rows, torch.Generator().manual_seed(0))["pitch"] == CONDITION_CLASSES["pitch"]
     # P(null) = 1 - (1 - 0.1) * (1 - 0.2) = 0.28
     assert abs(dropped.float().mean().item() - 0.28) < 0.015
 

@@ -65,12 +65,12 @@ def test_micro_step_learns_a_fixed_batch_and_logs_every_scale(tokenizer_dir):
         logs = task.micro_step(batch, models, step, backward)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(logs["loss"]))
+        losses.append(float(logs["loss/ce"]))
     assert calls == ["ar"] * 25
     K = len(specs["ar"].module.scales)
-    assert {f"loss/scale{k}" for k in range(K)} | {f"acc/scale{k}" for k in range(K)} <= set(logs)
+    assert {f"scale/ce_s{k}" for k in range(K)} | {f"scale/acc_s{k}" for k in range(K)} <= set(logs)
     assert losses[-1] < 0.5 * losses[0], f"loss did not halve on a fixed batch: {losses[0]:.3f} -> {losses[-1]:.3f}"
-    assert float(logs["acc"]) > 0.5
+    assert float(logs["loss/acc"]) > 0.5
     for k, v in specs["tokenizer"].module.state_dict().items():
         assert torch.equal(v, tokenizer_before[k]), f"frozen tokenizer changed: {k}"
 

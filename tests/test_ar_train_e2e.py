@@ -6,7 +6,8 @@ import soundfile as sf
 
 from data_tools.shard import main as shard_main
 from mars_dist.engine.checkpoint import resolve_resume
-from mars_dist.export import export_checkpoint, read_exported
+from mars_dist.export import export_checkpoint
+from mars_dist.io.exports import read_export
 from mars_dist.sample import main as sample_main
 from mars_dist.train import main as train_main
 from tests.ar_exports import AR_TINY, TOKENIZER_TINY
@@ -27,13 +28,13 @@ def test_tokenizer_then_ar_then_sampling(synthetic_nsynth_root, tmp_path):
 
     tok = train_and_export(TOKENIZER_TINY, tmp_path / "tok", "tokenizer_ema", "train.max_steps=2")
     ar = train_and_export(AR_TINY, tmp_path / "ar", "ar", "train.max_steps=3", f"ar.tokenizer_path={tok}")
-    _, config = read_exported(ar)
+    _, config = read_export(ar)
     assert config["task"] == "ar" and config["step"] == 3
     media = sorted((tmp_path / "ar").rglob("ar-step*/*.wav"))
     assert media, "log_media wrote no generated notes during AR training"
 
     out = tmp_path / "samples"
-    assert sample_main(["--tokenizer", str(tok), "--ar", str(ar), "--out", str(out), "--pitch", "60",
+    assert sample_main(["--tokenizer", str(tok), "--model", str(ar), "--out", str(out), "--pitch", "60",
                         "--family", "keyboard", "--per-label", "2", "--device", "cpu", "--gl-iters", "4"]) == 0
     wavs = sorted(out.glob("*.wav"))
     assert [w.name for w in wavs] == [f"000{i}_pitch060_keyboard_any-source_any-velocity.wav" for i in range(2)]

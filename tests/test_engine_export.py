@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from mars_dist.engine.checkpoint import CheckpointError, COMMITTED
-from mars_dist.export import export_checkpoint, load_exported, main, read_exported
+from mars_dist.export import export_checkpoint, main
+from mars_dist.io.exports import read_export
+from mars_dist.tasks.shared.exported import load_exported
 from tests.toy_task import PitchRegressor, run_toy
 
 
@@ -14,7 +16,7 @@ def test_export_round_trip_of_the_ema_model(tiny_shards, tmp_path):
     out = tmp_path / "export"
     assert main(["--checkpoint", str(result.last_checkpoint), "--model", "ema", "--out", str(out)]) == 0
 
-    state, config = read_exported(out)
+    state, config = read_export(out)
     assert config["model"] == "ema" and config["step"] == 2 and config["backend"] == "debug"
     assert config["shapes"] == {k: list(v.shape) for k, v in weights["ema"].items()}
     for key, value in weights["ema"].items():

@@ -11,6 +11,7 @@ from data_tools.nsynth import audio_path
 from data_tools.shard import shard_nsynth
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
+from mars_dist.errors import UserError
 from mars_dist.eval.report import (
     REFERENCE_FLAC,
     REFERENCE_GRIFFIN_LIM,
@@ -116,5 +117,5 @@ def test_bad_arguments_are_refused(exports, tiny_shards, tmp_path):
     tok, _ = exports
     with pytest.raises(SystemExit):
         main(["--tokenizer", str(tok), "--shards", tiny_shards["valid"], "--out", str(tmp_path), "--pitches", "200"])
-    with pytest.raises(FileNotFoundError, match="not a finished mars_dist export"):
+    with pytest.raises(UserError, match="not a finished mars_dist export"):
         main(["--tokenizer", str(tmp_path), "--shards", tiny_shards["valid"], "--out", str(tmp_path)])

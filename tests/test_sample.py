@@ -7,16 +7,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from mars_dist.sample import (
-    NoteGenerator,
-    SamplingSettings,
-    label_grid,
-    labels_to_tensors,
-    load_models,
-    main,
-    note_name,
-    read_label_file,
-)
+from mars_dist.errors import UserError
+from mars_dist.generation.generator import SamplingSettings
+from mars_dist.generation.loaders import load_generator, load_tokenizer
+from mars_dist.generation.notes import label_grid, labels_to_tensors, note_name, read_label_file
+from mars_dist.sample import main
 from tests.ar_exports import CMX_SHAPE, ar_export, tokenizer_export
 
 
@@ -47,23 +42,24 @@ def test_label_files_csv_and_json(tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("pitch\n200\n", r"labels.csv: row 0.*'pitch' has value 200"),
-    ("pitch,colour\n60,red\n", r"labels.csv: row 0: unknown label\(s\) \['colour'\]"),
-    ("instrument_family\nkazoo\n", r"labels.csv: row 0: instrument_family='kazoo' is not an integer or one of bass"),
+    ("pitch\n200\n", r"labels.csv: row 1: pitch=200: expected an integer 0..127"),
+    ("pitch,colour\n60,red\n", r"labels.csv: row 1: unknown label\(s\) \['colour'\]"),
+    ("instrument_family\nkazoo\n", r"labels.csv: row 1: instrument_family='kazoo': expected an integer 0..10 or one of bass"),
 ])
 def test_bad_label_files_name_file_row_and_key(tmp_path, text, message):
     path = tmp_path / "labels.csv"
     path.write_text(text)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UserError, match=message):
         read_label_file(str(path))
 
 
 def test_round_trip_to_64000_sample_wavs_with_tokenizer_shapes(exports):
-    tokenizer, ar, frontend = load_models(*map(str, exports))
-    gen = NoteGenerator(ar, tokenizer, frontend, torch.device("cpu"))
+    tokenizer = load_tokenizer(exports[0])
+    gen = load_generator(exports[1], tokenizer, torch.device("cpu"))
+    assert type(gen).__name__ == "NextScaleGenerator", "the generator family comes from the export's task"
     labels = labels_to_tensors([{"pitch": 60, "instrument_family": 0}, {}], gen.device)
     idx_list = gen.tokens(labels, 2, SamplingSettings(cfg_scale=2.0), torch.Generator().manual_seed(0))
-    assert [tuple(t.shape) for t in idx_list] == [(2, h, w) for h, w in tokenizer.quantizer.scales]
+    assert [tuple(t.shape) for t in idx_list] == [(2, h, w) for h, w in tokenizer.module.quantizer.scales]
     cmx = gen.spectrogram(idx_list)
     assert tuple(cmx.shape) == (2, *CMX_SHAPE) and cmx.abs().max() <= 1.0
     wave = gen.audio(cmx)
@@ -72,7 +68,7 @@ def test_round_trip_to_64000_sample_wavs_with_tokenizer_shapes(exports):
 
 def test_cli_writes_named_wavs_and_pngs_deterministically(exports, tmp_path):
     tok, ar = map(str, exports)
-    args = ["--tokenizer", tok, "--ar", ar, "--pitch", "60", "72", "--family", "bass", "--cfg", "2.0",
+    args = ["--tokenizer", tok, "--model", ar, "--pitch", "60", "72", "--family", "bass", "--cfg", "2.0",
             "--top-k", "20", "--top-p", "0.9", "--batch", "2", "--device", "cpu"]
     for run, seed in (("a", "5"), ("b", "5"), ("c", "6")):
         assert main(args + ["--seed", seed, "--out", str(tmp_path / run)]) == 0
@@ -89,8 +85,8 @@ def test_cli_writes_named_wavs_and_pngs_deterministically(exports, tmp_path):
 
 
 def test_ar_that_does_not_fit_the_tokenizer_is_refused(exports, tmp_path):
-    other_tok = tokenizer_export(tmp_path / "tok", overrides=["tokenizer.codebook_size=32"])
-    with pytest.raises(ValueError, match=r"does not fit --tokenizer .*codebook 32 x 8"):
-        load_models(str(other_tok), str(exports[1]))
-    with pytest.raises(ValueError, match="expected an 'ar' export"):
-        load_models(str(exports[0]), str(exports[0]))
+    other_tok = load_tokenizer(tokenizer_export(tmp_path / "tok", overrides=["tokenizer.codebook_size=32"]))
+    with pytest.raises(UserError, match=r"does not fit the tokenizer .*codebook 32 x 8"):
+        load_generator(exports[1], other_tok, torch.device("cpu"))
+    with pytest.raises(UserError, match="exported from the 'tokenizer' task, which is not a generator .*ar"):
+        load_generator(exports[0], load_tokenizer(exports[0]), torch.device("cpu"))

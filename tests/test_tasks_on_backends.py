@@ -374,7 +374,7 @@ def test_gan_1_process_x_accumulation_4_equals_2_processes_x_2(launches, variant
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", AR_BACKENDS)
 def test_ar_trains_on_every_backend_and_leaves_the_frozen_tokenizer_alone(launches, variant):
-    from mars_dist.export import load_exported
+    from mars_dist.tasks.shared.exported import load_exported
 
     exported, _ = load_exported(launches["tokenizer_dir"])
     exported_sd = exported.state_dict()

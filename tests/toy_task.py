@@ -22,7 +22,8 @@ from mars_dist.config import load_config
 from mars_dist.engine import schedule as lr_schedule
 from mars_dist.engine.backends import build_backend
 from mars_dist.engine.checkpoint import read_train_state, resolve_resume
-from mars_dist.engine.task import ModelSpec, Models, Task, task_class
+from mars_dist.engine.task import ModelSpec, Models, Task
+from mars_dist.tasks.registry import register_task, task_class
 from mars_dist.engine.trainer import Trainer
 from mars_dist.train import build_stream, fixed_validation_batch
 
@@ -50,6 +51,7 @@ def _nonfinite_injections() -> List[tuple]:
     return [tuple(item.split(":")) for item in spec.split(",") if item]
 
 
+@register_task("ToyTask")  # run configs name it task=tests.toy_task:ToyTask
 class ToyTask(Task):
     def build_models(self) -> Dict[str, ModelSpec]:
         channels = self.data_info["cmx_shape"][0]

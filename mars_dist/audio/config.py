@@ -52,3 +52,7 @@ class AudioConfig:
     log_scale: LogScaleConfig = field(default_factory=LogScaleConfig)
     cmx: CMXConfig = field(default_factory=CMXConfig)
     griffin_lim: GriffinLimConfig = field(default_factory=GriffinLimConfig)
+
+    def validate(self) -> None:
+        if self.cmx.layout not in ("interleaved", "contiguous"):
+            raise ValueError(f"audio.cmx.layout={self.cmx.layout!r}: expected interleaved or contiguous")

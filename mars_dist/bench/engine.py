@@ -72,7 +72,7 @@ def worker(args: argparse.Namespace) -> None:
     from mars_dist.config import load_config
     from mars_dist.data.stream import split_global_batch
     from mars_dist.engine.backends import build_backend
-    from mars_dist.engine.task import task_class
+    from mars_dist.tasks.registry import task_class
 
     cfg = load_config(args.config, args.overrides + BENCH_OVERRIDES + VARIANTS[args.variant])
     backend = build_backend(cfg)

@@ -34,10 +34,13 @@ import torch
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.config import load_config
+from mars_dist.engine.device import resolve_device
 from mars_dist.models.generators.next_scale.model import NextScaleAR
 from mars_dist.models.generators.next_scale.config import AR_PRESETS, ar_preset
+from mars_dist.generation.generator import Generator, SamplingSettings
+from mars_dist.generation.notes import labels_to_tensors
 from mars_dist.models.tokenizer.model import SpectrogramTokenizer
-from mars_dist.sample import NoteGenerator, SamplingSettings, labels_to_tensors
+from mars_dist.tasks.ar import NextScaleGenerator
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TOKENIZER_OF_PRESET = {"tiny": "tiny", "small": "small"}  # every other preset: the paper tokenizer
@@ -52,12 +55,12 @@ def tokenizer_config_for(preset: str):
     return load_config(path).tokenizer
 
 
-def build_generator(preset: str, audio_cfg: AudioConfig, dtype: torch.dtype, device: torch.device) -> NoteGenerator:
+def build_generator(preset: str, audio_cfg: AudioConfig, dtype: torch.dtype, device: torch.device) -> NextScaleGenerator:
     frontend = AudioFrontend(audio_cfg)
     tokenizer = SpectrogramTokenizer(tokenizer_config_for(preset), frontend.cmx_shape)
     q = tokenizer.quantizer
     ar = NextScaleAR(ar_preset(preset), q.scales, q.codebook_size, q.codebook_dim)
-    return NoteGenerator(ar, tokenizer, frontend, device, dtype)
+    return NextScaleGenerator(ar, tokenizer, frontend, device, dtype)
 
 
 def _sync(device: torch.device) -> None:
@@ -65,7 +68,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_batch(gen: NoteGenerator, batch: int, settings: SamplingSettings, seed: int) -> Dict[str, float]:
+def time_batch(gen: Generator, batch: int, settings: SamplingSettings, seed: int) -> Dict[str, float]:
     """Seconds for one batch, per stage."""
     g = torch.Generator(gen.device).manual_seed(seed)
     labels = labels_to_tensors([{"pitch": 48 + i % 36, "instrument_family": i % 11} for i in range(batch)], gen.device)
@@ -86,7 +89,7 @@ def time_batch(gen: NoteGenerator, batch: int, settings: SamplingSettings, seed:
 
 
 def run_speed(args) -> List[Dict[str, object]]:
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device, 0, key="--device")
     audio_cfg = AudioConfig()
     audio_cfg.griffin_lim.n_iter = args.gl_iters
     settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p)
@@ -164,18 +167,13 @@ def _train(config: Path, run_dir: Path, model: Optional[str], overrides: Sequenc
 
 
 def run_learn(args) -> Dict[str, float]:
-    from data_tools.shard import main as shard_main
-    from data_tools.synthetic import write_synthetic_nsynth
+    from mars_dist.bench.synthetic_set import synthetic_shards
     from mars_dist.eval.report import pitch_report, read_validation_notes, reconstruct
-    from mars_dist.sample import load_models
+    from mars_dist.generation.loaders import load_generator, load_tokenizer
 
     work = Path(args.work)
-    nsynth, shards = work / "nsynth", work / "shards"
-    if not (shards / "train" / "manifest.json").is_file():
-        write_synthetic_nsynth(str(nsynth), [("train", args.train_notes), ("valid", args.valid_notes)], seed=0)
-        for split in ("train", "valid"):
-            shard_main(["--nsynth-root", str(nsynth), "--split", split, "--out", str(shards / split), "--shard-size", "64", "--workers", "1"])
-    data = [f"data.train_shards={shards / 'train'}", f"data.valid_shards={shards / 'valid'}", "logging.wandb_mode=disabled"]
+    shards = synthetic_shards(work, {"train": args.train_notes, "valid": args.valid_notes})
+    data = [f"data.train_shards={shards['train']}", f"data.valid_shards={shards['valid']}", "logging.wandb_mode=disabled"]
     t0 = time.perf_counter()
     tok_dir = _train(CONFIGS / "tokenizer" / "small.yaml", work / "tokenizer", "tokenizer_ema", [*data, f"train.max_steps={args.tok_steps}",
                                                                                  f"checkpoint.every_steps={args.tok_steps}"])
@@ -183,10 +181,10 @@ def run_learn(args) -> Dict[str, float]:
     ar_dir = _train(CONFIGS / "ar" / "small.yaml", work / "ar", "ar", [*data, f"train.max_steps={args.ar_steps}",
                                                                  f"checkpoint.every_steps={args.ar_steps}", f"ar.tokenizer_path={tok_dir}"])
     t2 = time.perf_counter()
-    tokenizer, ar, frontend = load_models(str(tok_dir), str(ar_dir))
-    notes = read_validation_notes(str(shards / "valid"), frontend, limit=16)
-    recon = reconstruct(tokenizer, frontend, notes.cmx_NCHW)
-    gen = NoteGenerator(ar, tokenizer, frontend, torch.device("cpu"))
+    tokenizer = load_tokenizer(tok_dir)
+    gen = load_generator(ar_dir, tokenizer, torch.device("cpu"))
+    notes = read_validation_notes(str(shards["valid"]), tokenizer.frontend, limit=16)
+    recon = reconstruct(tokenizer.module, tokenizer.frontend, notes.cmx_NCHW)
     settings = SamplingSettings(cfg_scale=args.cfg, top_p=args.top_p)
     result = {
         **pitch_report(gen, notes, recon.wave_NT, args.pitches, args.per_pitch, settings, seed=0),

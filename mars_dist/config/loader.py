@@ -17,12 +17,13 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from mars_dist.errors import UserValueError
 from mars_dist.io.atomic import atomic_write_text
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserValueError):
     """A config file or override that does not fit the schema; the message says where and why."""
 
 
@@ -109,28 +110,61 @@ def _parse_overrides(overrides: Iterable[str]) -> list[tuple[Any, str]]:
     return layers
 
 
-def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = (), schema: Type[T] | None = None) -> T:
-    """Returns a dataclass instance: schema defaults <- YAML file (and its bases) <- overrides."""
-    if schema is None:
-        from mars_dist.config.run import RunConfig
+def _task_of(layers: Sequence[tuple[Any, str]]) -> tuple[str, str]:
+    """(task name, where it was set) from the last layer that sets `task:`, else the default."""
+    from mars_dist.config.run import RunConfig
 
-        schema = RunConfig  # type: ignore[assignment]
+    task, source = RunConfig.task, "the default"
+    for layer, where in layers:
+        if "task" in layer:
+            task, source = layer["task"], where
+    return task, source
+
+
+def _schema_for(layers: Sequence[tuple[Any, str]]) -> type:
+    from mars_dist.config.run import run_config_class
+    from mars_dist.tasks.registry import TaskNameError
+
+    task, source = _task_of(layers)
+    try:
+        return run_config_class(task)
+    except TaskNameError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _build(schema: Type[T], layers: Sequence[tuple[Any, str]], where: str) -> T:
+    """schema defaults <- each layer (checked, naming its source) -> the validated dataclass."""
     structured = OmegaConf.structured(schema)
     merged = structured
-    layers = _yaml_layers(Path(path)) if path is not None else []
-    for layer, source in layers + _parse_overrides(overrides):
+    for layer, source in layers:
         merged = _merge_checked(structured, merged, layer, source)
     try:
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"incomplete config ({path or 'defaults'}): {err}") from None
+        raise ConfigError(f"incomplete config ({where}): {err}") from None
     validate = getattr(obj, "validate", None)
     if callable(validate):
         try:
             validate()
         except ValueError as err:
-            raise ConfigError(f"{path or 'config'}: {err}") from None
+            raise ConfigError(f"{where}: {err}") from None
     return obj  # type: ignore[return-value]
+
+
+def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = (), schema: Type[T] | None = None) -> T:
+    """Returns a dataclass instance: schema defaults <- YAML file (and its bases) <- overrides.
+
+    Without `schema`, the schema is the run config of the task the layers name (`task:`)."""
+    layers = (_yaml_layers(Path(path)) if path is not None else []) + _parse_overrides(overrides)
+    return _build(schema or _schema_for(layers), layers, str(path or "config"))
+
+
+def load_config_values(values: dict, source: str) -> Any:
+    """The run config of a resolved config dict (as checkpoints and exports store it), checked like a file."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
+    layers = [(values, source)]
+    return _build(_schema_for(layers), layers, source)
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -1,26 +1,30 @@
-"""The whole run config: one dataclass per component, composed here."""
+"""The whole run config: the sections every run has, plus the one section its task registers.
+
+`RunConfig` holds what any run needs (audio, data, engine, optimizer, loop, checkpoints, logging).
+The task named by `task:` contributes its own section (mars_dist.tasks.registry), so the schema a
+YAML file is checked against is `run_config_class(task)`: RunConfig plus that one field. A task's
+settings therefore live with the task, and a YAML that sets another task's section is an error
+naming the key.
+"""
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
+from typing import Any, Dict
 
 from mars_dist.audio.config import AudioConfig
 from mars_dist.data.config import DataConfig
 from mars_dist.engine.config import CheckpointConfig, EngineConfig, LoggingConfig, OptimConfig, TrainConfig
-from mars_dist.models.generators.next_scale.config import ARConfig
-from mars_dist.models.tokenizer.config import TokenizerConfig
-
-TASKS = ("tokenizer", "ar")
 
 
 @dataclass
 class RunConfig:
-    task: str = "tokenizer"  # tokenizer | ar
+    task: str = "tokenizer"  # a registered task (mars_dist/tasks/NAME.py) or 'package.module:NAME'
     run_dir: str = "runs/debug"
     seed: int = 0
     audio: AudioConfig = field(default_factory=AudioConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    ar: ARConfig = field(default_factory=ARConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -28,13 +32,48 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> None:
-        if self.task not in TASKS and ":" not in self.task:
-            raise ValueError(f"task={self.task!r}: expected one of {', '.join(TASKS)} or 'package.module:Class'")
-        if self.engine.backend not in ("debug", "accelerate", "deepspeed"):
-            raise ValueError(f"engine.backend={self.engine.backend!r}: expected debug, accelerate or deepspeed")
-        if self.engine.on_nonfinite not in ("skip", "stop"):
-            raise ValueError(f"engine.on_nonfinite={self.engine.on_nonfinite!r}: expected skip or stop")
-        if self.audio.cmx.layout not in ("interleaved", "contiguous"):
-            raise ValueError(f"audio.cmx.layout={self.audio.cmx.layout!r}: expected interleaved or contiguous")
+        """Every section with a `validate()` checks itself (the error names the key)."""
+        for f in dataclasses.fields(self):
+            check = getattr(getattr(self, f.name), "validate", None)
+            if callable(check):
+                check()
         if self.data.batch_size < 1:
             raise ValueError(f"data.batch_size={self.data.batch_size}: must be >= 1")
+
+    def task_settings(self) -> Any:
+        """This run's task section (None for a task without settings)."""
+        from mars_dist.tasks.registry import resolve
+
+        section = resolve(self.task).section
+        return getattr(self, section) if section else None
+
+    def __reduce__(self):
+        # The class is built per task at run time: rebuild it by name in the receiving process.
+        from mars_dist.config.loader import config_to_dict
+
+        return (run_config_from_dict, (config_to_dict(self),))
+
+
+@functools.lru_cache(maxsize=None)
+def run_config_class(task: str) -> type:
+    """RunConfig plus the section `task` registers (RunConfig itself for a task without settings)."""
+    from mars_dist.tasks.registry import resolve
+
+    entry = resolve(task)
+    if entry.section is None:
+        return RunConfig
+    if entry.section in {f.name for f in dataclasses.fields(RunConfig)}:
+        raise ValueError(f"task {task!r} registers section {entry.section!r}, which is a RunConfig section already")
+    return dataclasses.make_dataclass(
+        f"RunConfig_{entry.name}",
+        [(entry.section, entry.config_class, field(default_factory=entry.config_class))],
+        bases=(RunConfig,),
+        namespace={"__module__": __name__},
+    )
+
+
+def run_config_from_dict(values: Dict[str, Any]) -> RunConfig:
+    """The typed config of a resolved config dict (as stored in checkpoints and exports), checked."""
+    from mars_dist.config.loader import load_config_values
+
+    return load_config_values(values, source="stored run config")

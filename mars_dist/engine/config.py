@@ -28,11 +28,17 @@ class EngineConfig:
     mixed_precision: str = "auto"  # every backend: auto (bf16 on GPU, fp32 on CPU) | no | bf16 (autocast, also on CPU)
     dist_timeout_s: float = 1800.0  # collective timeout; a checkpoint write must fit in it
 
+    def validate(self) -> None:
+        from mars_dist.engine.backends import check_backend_name
+
+        check_backend_name(self.backend)
+        if self.on_nonfinite not in ("skip", "stop"):
+            raise ValueError(f"engine.on_nonfinite={self.on_nonfinite!r}: expected skip or stop")
+
 
 @dataclass
 class OptimConfig:
     lr: float = 1e-4
-    disc_lr: float = 1e-4
     betas: tuple = (0.9, 0.95)
     weight_decay: float = 0.05
     warmup_steps: int = 0

@@ -6,13 +6,14 @@ debug, Accelerate and DeepSpeed backends.
 """
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Type
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
+
+from mars_dist.errors import UserValueError
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 BackwardFn = Callable[[str, torch.Tensor], None]
@@ -50,14 +51,25 @@ class Models(Mapping[str, nn.Module]):
 class Task(ABC):
     """A training task: builds its models and turns one micro-batch into losses.
 
+    A task module registers its class with mars_dist.tasks.registry.register_task, which sets
+    `task_name` and `section` (the run config key of its settings, `self.settings`).
+
     Data contract: `batch` is the loader's dict (see mars_dist/data): "cmx" float32 [B, C, H, W]
     on the backend's device, label LongTensors "pitch", "velocity", "instrument_family",
     "instrument_source", "instrument" [B], and "key" (list of note_str).
     """
 
+    task_name: str = ""
+    section: Optional[str] = None
+
     def __init__(self, cfg: Any, data_info: Dict[str, Any]):
         self.cfg = cfg
         self.data_info = data_info  # from the shard manifest: "cmx_shape" (C, H, W), "audio" config, ...
+
+    @property
+    def settings(self) -> Any:
+        """This task's section of the run config (None for a task without one)."""
+        return getattr(self.cfg, self.section) if self.section else None
 
     @abstractmethod
     def build_models(self) -> Dict[str, ModelSpec]:
@@ -71,6 +83,15 @@ class Task(ABC):
         accumulation steps itself. Returns detached scalars to log (averaged over micro-batches
         and ranks by the trainer).
         """
+
+    def build_model(self, name: str) -> nn.Module:
+        """One of the task's models, untrained (exports are loaded into it); tasks override this
+        where building all of build_models() to get one would be wasteful."""
+        specs = self.build_models()
+        if name not in specs:
+            raise UserValueError(f"the {self.task_name or type(self).__name__} task has no model {name!r} "
+                           f"(models: {', '.join(specs)})")
+        return specs[name].module
 
     def after_step(self, step: int, models: Models) -> None:
         """Called after every optimizer step (e.g. EMA update, dead-code restart)."""
@@ -96,25 +117,3 @@ class Task(ABC):
         `out_dir` is None on ranks other than 0, which must then only run the forward and write nothing.
         """
         return {}
-
-
-# `task:` in the run config -> "module:Class". A config may also name any "package.module:Class"
-# directly (tests use this to train a small task through the real launch paths).
-TASK_CLASSES: Dict[str, str] = {
-    "tokenizer": "mars_dist.tasks.tokenizer:TokenizerTask",
-    "ar": "mars_dist.tasks.ar:ARTask",
-}
-
-
-def task_class(name: str) -> Type[Task]:
-    target = TASK_CLASSES.get(name, name)
-    module_name, _, class_name = target.partition(":")
-    if not class_name:
-        raise ValueError(f"task={name!r}: expected one of {', '.join(TASK_CLASSES)} or 'package.module:Class'")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"task={name!r}: cannot import {target} ({err})") from err
-    if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise ValueError(f"task={name!r}: {target} is not a mars_dist.engine.task.Task subclass")
-    return cls

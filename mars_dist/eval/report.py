@@ -35,17 +35,15 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from mars_dist.io.atomic import atomic_write_text
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.audio.griffinlim import spectral_convergence
 from mars_dist.audio.mel import mel_mse_mae
+from mars_dist.cli import run_cli
+from mars_dist.errors import UserValueError
 from mars_dist.eval.pitch import pitch_hits
-from mars_dist.sample import (
-    LabelSet,
-    NoteGenerator,
-    SamplingSettings,
-    labels_to_tensors,
-)
+from mars_dist.generation.generator import Generator, SamplingSettings
+from mars_dist.generation.notes import LabelSet
+from mars_dist.io.atomic import atomic_write_text
 
 REPORT_FORMAT = "mars_dist.quick_report/1"
 METRICS_FILE = "metrics.json"
@@ -78,7 +76,7 @@ def read_validation_notes(url: str, frontend: AudioFrontend, limit: int = 0,
     from mars_dist.data.sample_reader import AUDIO_MEMBER, SampleReader, ShardIndex
 
     if limit < 0:
-        raise ValueError(f"limit={limit}: expected 0 (all notes) or a positive count")
+        raise UserValueError(f"limit={limit}: expected 0 (all notes) or a positive count")
     manifest = read_manifest(url, storage_options)
     check_compatible(manifest, frontend.cfg, where=manifest_url(url))
     has_audio = AUDIO_MEMBER in manifest.get("members", [])
@@ -151,26 +149,21 @@ def griffin_lim_floor(frontend: AudioFrontend, cmx_NCHW: torch.Tensor, wave_ref_
 
 
 # --------------------------------------------------------------------------- (b) AR pitch
-def generate_waves(gen: NoteGenerator, label_sets: Sequence[LabelSet], settings: SamplingSettings,
+def generate_waves(gen: Generator, label_sets: Sequence[LabelSet], settings: SamplingSettings,
                    generator: torch.Generator, batch: int) -> torch.Tensor:
     """Audio [N, num_samples] of one generated note per label set."""
-    waves = []
-    for i in range(0, len(label_sets), batch):
-        chunk = label_sets[i:i + batch]
-        idx_list = gen.tokens(labels_to_tensors(chunk, gen.device), len(chunk), settings, generator)
-        waves.append(gen.audio(gen.spectrogram(idx_list)).cpu())
-    return torch.cat(waves)
+    return torch.cat([notes.wave_BN.cpu() for notes in gen.generate(label_sets, settings, generator, batch)])
 
 
-def pitch_report(gen: NoteGenerator, notes: ValidationNotes, recon_wave_NT: torch.Tensor, pitches: Sequence[int],
+def pitch_report(gen: Generator, notes: ValidationNotes, recon_wave_NT: torch.Tensor, pitches: Sequence[int],
                  per_pitch: int, settings: SamplingSettings, seed: int, batch: int = 16) -> Dict[str, Any]:
     """Fractions of notes whose f0 is within a semitone of their pitch: generated (conditional,
     unconditional = chance), real validation notes and their reconstructions (ceilings)."""
     if not pitches or per_pitch < 1:
-        raise ValueError(f"pitches={list(pitches)}, per_pitch={per_pitch}: need at least one pitch and per_pitch >= 1")
+        raise UserValueError(f"pitches={list(pitches)}, per_pitch={per_pitch}: need at least one pitch and per_pitch >= 1")
     sr = gen.frontend.cfg.stft.sample_rate
     requested_N = torch.tensor([p for p in pitches for _ in range(per_pitch)])
-    generator = torch.Generator(gen.device).manual_seed(seed)
+    generator = gen.rng(seed)
     conditional = pitch_hits(generate_waves(gen, [{"pitch": int(p)} for p in requested_N], settings, generator, batch),
                              requested_N, sr)
     unconditional = pitch_hits(generate_waves(gen, [{}] * len(requested_N), settings, generator, batch), requested_N, sr)
@@ -190,10 +183,10 @@ def pitch_report(gen: NoteGenerator, notes: ValidationNotes, recon_wave_NT: torc
 
 
 # --------------------------------------------------------------------------- the report
-def quick_report(tokenizer: torch.nn.Module, ar: Optional[torch.nn.Module], frontend: AudioFrontend,
+def quick_report(tokenizer: torch.nn.Module, gen: Optional[Generator], frontend: AudioFrontend,
                  notes: ValidationNotes, pitches: Sequence[int], per_pitch: int, settings: SamplingSettings,
                  seed: int = 0, batch: int = 16, device: Optional[torch.device] = None) -> Dict[str, Any]:
-    """Both parts of the report as one JSON-ready dict (the AR part is skipped when `ar` is None)."""
+    """Both parts of the report as one JSON-ready dict (the generator part is skipped when `gen` is None)."""
     t0 = time.perf_counter()
     device = device or torch.device("cpu")
     tokenizer = tokenizer.to(device)
@@ -208,9 +201,8 @@ def quick_report(tokenizer: torch.nn.Module, ar: Optional[torch.nn.Module], fron
         "tokenizer": tok,
         "seconds": {"tokenizer": time.perf_counter() - t0},
     }
-    if ar is not None:
+    if gen is not None:
         t1 = time.perf_counter()
-        gen = NoteGenerator(ar, tokenizer, frontend, device)
         report["pitch"] = pitch_report(gen, notes, rec.wave_NT, pitches, per_pitch, settings, seed, batch)
         report["seconds"]["pitch"] = time.perf_counter() - t1
     return report
@@ -249,15 +241,15 @@ def _check_finite(report: Dict[str, Any], where: str = "") -> None:
         if isinstance(value, dict):
             _check_finite(value, path)
         elif isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"quick report: {path} is {value}; the model or the data produced non-finite values")
+            raise RuntimeError(f"quick report: {path} is {value}; the model or the data produced non-finite values")
 
 
 # --------------------------------------------------------------------------- CLI
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mars_dist.eval.report", description=__doc__,
+    p = argparse.ArgumentParser(prog="mars-report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokenizer", required=True, help="exported tokenizer folder (python -m mars_dist.export)")
-    p.add_argument("--ar", help="exported AR folder (without it: the tokenizer part only)")
+    p.add_argument("--model", "--ar", dest="model", help="exported generator folder, any family (without it: the tokenizer part only)")
     p.add_argument("--shards", required=True, help="validation shard set (folder or s3:// prefix)")
     p.add_argument("--out", required=True, help="folder for metrics.json")
     p.add_argument("--pitches", nargs="+", type=int, default=[36, 48, 60, 72, 84], help="MIDI pitches to generate")
@@ -271,7 +263,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = p.parse_args(argv)
     if args.per_pitch < 1 or args.batch < 1 or args.limit < 0 or (args.gl_iters is not None and args.gl_iters < 1):
         p.error("--per-pitch, --batch and --gl-iters must be >= 1, --limit >= 0")
@@ -280,36 +272,30 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def load_exports(tokenizer_dir: str, ar_dir: Optional[str]):
-    """(tokenizer, AR or None, audio front-end, {"tokenizer": step, "ar": step}) from export folders."""
-    from mars_dist.export import CONFIG_JSON, load_exported, run_config_from_dict
-    from mars_dist.sample import load_models
+def load_exports(tokenizer_dir: str, model_dir: Optional[str], device: torch.device):
+    """(tokenizer, Generator or None, audio front-end, {task: training step} of each export) from export folders."""
+    from mars_dist.generation.loaders import load_generator, load_tokenizer
+    from mars_dist.io.exports import read_export_config
 
-    if ar_dir:
-        tokenizer, ar, frontend = load_models(tokenizer_dir, ar_dir)
-    else:
-        tokenizer, tok_config = load_exported(Path(tokenizer_dir))
-        if not hasattr(tokenizer, "quantizer"):
-            raise ValueError(f"--tokenizer {tokenizer_dir}: holds a {type(tokenizer).__name__}, not a tokenizer")
-        ar, frontend = None, AudioFrontend(run_config_from_dict(tok_config["run_config"]).audio)
-    steps = {name: json.loads((Path(d) / CONFIG_JSON).read_text())["step"]
-             for name, d in (("tokenizer", tokenizer_dir), ("ar", ar_dir)) if d}
-    return tokenizer, ar, frontend, steps
+    tokenizer = load_tokenizer(Path(tokenizer_dir))
+    gen = load_generator(Path(model_dir), tokenizer, device) if model_dir else None
+    configs = [read_export_config(Path(d)) for d in (tokenizer_dir, model_dir) if d]
+    return tokenizer.module, gen, tokenizer.frontend, {c["task"]: c["step"] for c in configs}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from mars_dist.sample import resolve_device
+    from mars_dist.engine.device import resolve_device
 
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    tokenizer, ar, frontend, steps = load_exports(args.tokenizer, args.ar)
+    device = resolve_device(args.device, 0, key="--device")
+    tokenizer, gen, frontend, steps = load_exports(args.tokenizer, args.model, device)
     if args.gl_iters is not None:
         frontend.cfg.griffin_lim.n_iter = args.gl_iters
     t0 = time.perf_counter()
     notes = read_validation_notes(args.shards, frontend, args.limit)
     read_s = time.perf_counter() - t0
     settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)
-    body = quick_report(tokenizer, ar, frontend, notes, args.pitches, args.per_pitch, settings, args.seed,
+    body = quick_report(tokenizer, gen, frontend, notes, args.pitches, args.per_pitch, settings, args.seed,
                         args.batch, device)
     body["seconds"]["read_notes"] = read_s
     report = {
@@ -317,7 +303,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "what": "quick report: tokenizer reconstruction + pitch accuracy of generated notes; not the paper's "
                 "evaluation suite (NDB/k, IS, KID, FAD)",
         "tokenizer_export": str(args.tokenizer),
-        "ar_export": str(args.ar) if args.ar else None,
+        "ar_export": str(args.model) if args.model else None,
         "training_steps": steps,
         "shards": str(args.shards),
         **body,
@@ -331,4 +317,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "mars-report"))

@@ -1,6 +1,6 @@
 """Stage 1 training task: the spectrogram tokenizer as a VQGAN (generator + PatchGAN, two optimizers) with EMA.
 
-Models: "tokenizer" (AdamW, optim.lr), "discriminator" (AdamW, optim.disc_lr) and "tokenizer_ema",
+Models: "tokenizer" (AdamW, optim.lr), "discriminator" (AdamW, tokenizer.disc.lr) and "tokenizer_ema",
 a frozen copy (optimizer=None) that after_step averages the live weights into. Keeping the EMA as
 a model rather than task state means every backend moves and checkpoints it with the others and
 it is exported like any model; `export` of "tokenizer_ema" gives the evaluation weights.
@@ -22,8 +22,8 @@ holds only shards outside its own forward).
 from __future__ import annotations
 
 import os
-from functools import partial
-from typing import Any, Dict, Iterable, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,27 +31,40 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mars_dist.engine import schedule as lr_schedule
+from mars_dist.engine.optim import adamw_factory
 from mars_dist.engine.task import BackwardFn, ModelSpec, Models, Task
-from mars_dist.io.media import wandb_audio, wandb_image, write_spectrogram_grid, write_wav
+from mars_dist.io.media import SpectrogramAxes, wandb_audio, wandb_image, write_spectrogram_grid, write_wav
 from mars_dist.models.ema import ema_decay_at, ema_update, frozen_copy
 from mars_dist.models.full_params import full_named_parameters
-from mars_dist.models.tokenizer.patchgan import PatchGANDiscriminator, generator_adversarial, gradient_into, hinge_d_loss
+from mars_dist.models.tokenizer.config import DiscriminatorConfig, TokenizerConfig
 from mars_dist.models.tokenizer.model import SpectrogramTokenizer
+from mars_dist.models.tokenizer.patchgan import PatchGANDiscriminator, generator_adversarial, gradient_into, hinge_d_loss
 from mars_dist.models.tokenizer.vit import patch_grid
+from mars_dist.tasks.registry import register_task
 
 EMA_NAME = "tokenizer_ema"
 MEDIA_SAMPLES = 4
 AUDIO_SAMPLES = 2
 
 
-def adamw(params: Iterable[nn.Parameter], lr: float, betas, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay only on matrices/embeddings (ndim >= 2), not on biases and norms."""
-    params = list(params)
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas))
+@dataclass
+class DiscriminatorTrainingConfig(DiscriminatorConfig):
+    """The PatchGAN's architecture plus how and when it is trained."""
+
+    start_step: int = 0  # adversarial loss (and discriminator updates) begin at this step
+    max_adaptive_weight: float = 1e4
+    lr: float = 1e-4
+
+
+@dataclass
+class TokenizerTaskConfig(TokenizerConfig):
+    """The `tokenizer:` section: the tokenizer's architecture plus its training losses and EMA."""
+
+    lambda_recon: float = 1.0
+    lambda_vq: float = 1.0
+    lambda_adv: float = 0.5
+    ema_decay: float = 0.999
+    disc: DiscriminatorTrainingConfig = field(default_factory=DiscriminatorTrainingConfig)
 
 
 def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +84,7 @@ def refresh_shadow(shadow: nn.Module, live: nn.Module) -> nn.Module:
     return shadow.train(live.training)
 
 
+@register_task("tokenizer", config=TokenizerTaskConfig)
 class TokenizerTask(Task):
     def __init__(self, cfg: Any, data_info: Dict[str, Any]):
         super().__init__(cfg, data_info)
@@ -82,20 +96,27 @@ class TokenizerTask(Task):
 
     # ------------------------------------------------------------------ models
     def build_models(self) -> Dict[str, ModelSpec]:
-        tcfg, ocfg = self.cfg.tokenizer, self.cfg.optim
+        tcfg = self.settings
         tokenizer = SpectrogramTokenizer(tcfg, self.in_shape)
         discriminator = PatchGANDiscriminator(self.in_shape[0], tcfg.disc)
         self._disc_shadow = frozen_copy(discriminator)
         schedule = lr_schedule.from_config(self.cfg)
         return {
-            "tokenizer": ModelSpec(tokenizer, partial(adamw, lr=ocfg.lr, betas=ocfg.betas, weight_decay=ocfg.weight_decay), schedule),
-            "discriminator": ModelSpec(discriminator, partial(adamw, lr=ocfg.disc_lr, betas=ocfg.betas, weight_decay=ocfg.weight_decay), schedule),
+            "tokenizer": ModelSpec(tokenizer, adamw_factory(self.cfg.optim), schedule),
+            "discriminator": ModelSpec(discriminator, adamw_factory(self.cfg.optim, lr=tcfg.disc.lr), schedule),
             EMA_NAME: ModelSpec(frozen_copy(tokenizer)),
         }
 
+    def build_model(self, name: str) -> nn.Module:
+        if name == "discriminator":
+            return PatchGANDiscriminator(self.in_shape[0], self.settings.disc)
+        if name in ("tokenizer", EMA_NAME):
+            return SpectrogramTokenizer(self.settings, self.in_shape)
+        return super().build_model(name)
+
     # ------------------------------------------------------------------ losses
     def micro_step(self, batch: Dict[str, Any], models: Models, step: int, backward: BackwardFn) -> Dict[str, torch.Tensor]:
-        tcfg = self.cfg.tokenizer
+        tcfg = self.settings
         x = batch["cmx"]
         out = models["tokenizer"](x)
         recon = out["recon"]
@@ -138,20 +159,20 @@ class TokenizerTask(Task):
     def after_step(self, step: int, models: Models) -> None:
         live = models.unwrap("tokenizer")
         live.quantizer.restart_dead_codes()
-        ema_update(models.unwrap(EMA_NAME), live, ema_decay_at(step, self.cfg.tokenizer.ema_decay))
+        ema_update(models.unwrap(EMA_NAME), live, ema_decay_at(step, self.settings.ema_decay))
 
     # ------------------------------------------------------------------ accounting
     def tokens_per_sample(self) -> int:
         """Encoder input tokens (image patches) per sample."""
         _, H, W = self.in_shape
-        gh, gw = patch_grid((H, W), self.cfg.tokenizer.patch_size)
+        gh, gw = patch_grid((H, W), self.settings.patch_size)
         return gh * gw
 
     def flops_per_sample(self) -> float:
         """Forward+backward FLOPs of encoder, decoder and (3 passes of) the discriminator, counted once
         on the meta device, plus the quantizer's codebook lookups (2 * tokens * V * C)."""
         if self._flops_per_sample is None:
-            tcfg = self.cfg.tokenizer
+            tcfg = self.settings
             with torch.device("meta"):
                 tokenizer = SpectrogramTokenizer(tcfg, self.in_shape)
                 disc = PatchGANDiscriminator(self.in_shape[0], tcfg.disc)
@@ -183,7 +204,7 @@ class TokenizerTask(Task):
         os.makedirs(out_dir, exist_ok=True)
         png = os.path.join(out_dir, f"recon-step{step:08d}.png")
         logs_FT = {name: frontend.cmx_to_log(v.cpu()) for name, v in rows.items()}
-        write_spectrogram_grid(logs_FT, png)
+        write_spectrogram_grid(logs_FT, png, SpectrogramAxes.from_audio(self.cfg.audio))
         keys: List[str] = list(batch.get("key", [f"sample{i}" for i in range(x.shape[0])]))
         items = {"media/spectrograms": wandb_image(png)}
         sample_rate = self.cfg.audio.stft.sample_rate

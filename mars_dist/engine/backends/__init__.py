@@ -9,6 +9,7 @@ import importlib
 from typing import Any, Dict, Type
 
 from mars_dist.engine.backend import Backend
+from mars_dist.errors import UserValueError
 
 BACKENDS: Dict[str, str] = {
     "debug": "mars_dist.engine.backends.debug:DebugBackend",
@@ -17,9 +18,13 @@ BACKENDS: Dict[str, str] = {
 }
 
 
-def backend_class(name: str) -> Type[Backend]:
+def check_backend_name(name: str) -> None:
     if name not in BACKENDS:
-        raise ValueError(f"engine.backend={name!r}: expected one of {', '.join(BACKENDS)}")
+        raise UserValueError(f"engine.backend={name!r}: expected one of {', '.join(BACKENDS)}")
+
+
+def backend_class(name: str) -> Type[Backend]:
+    check_backend_name(name)
     module_name, _, class_name = BACKENDS[name].partition(":")
     return getattr(importlib.import_module(module_name), class_name)
 

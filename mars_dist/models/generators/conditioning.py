@@ -6,57 +6,12 @@ both that branch and every partial condition (a label the user does not give is 
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
 
-# NSynth records velocity as one of five MIDI values; the model sees the level index.
-VELOCITY_LEVELS: Tuple[int, ...] = (25, 50, 75, 100, 127)
-
-# name -> number of real classes (the null entry is the extra last row of each table).
-LABEL_CLASSES: Dict[str, int] = {
-    "pitch": 128,
-    "instrument_family": 11,
-    "instrument_source": 3,
-    "velocity": len(VELOCITY_LEVELS),
-}
-
-# Valid raw values (before velocity's mapping to a level); -1 means "null" for one sample.
-_RAW_RANGE: Dict[str, Tuple[int, int]] = {
-    "pitch": (0, 127),
-    "instrument_family": (0, 10),
-    "instrument_source": (0, 2),
-    "velocity": (0, 127),
-}
-
-NULL = -1
-
-
-def velocity_level(velocity: torch.Tensor) -> torch.Tensor:
-    """Maps raw MIDI velocities to the nearest NSynth level index 0..4.
-
-    Non-NSynth values (other datasets, user requests such as 90) go to the closest level; no
-    integer lies exactly between two levels, so there are no ties. NULL (-1) stays NULL.
-    """
-    levels = torch.tensor(VELOCITY_LEVELS, device=velocity.device)
-    nearest = (velocity.unsqueeze(-1) - levels).abs().argmin(dim=-1)
-    return torch.where(velocity == NULL, torch.full_like(velocity, NULL), nearest)
-
-
-def check_labels(labels: Mapping[str, torch.Tensor], batch: int) -> None:
-    """Raises a ValueError naming the label, the bad value and the valid range."""
-    for name, values in labels.items():
-        if name not in LABEL_CLASSES:
-            raise ValueError(f"unknown label {name!r}: expected some of {', '.join(LABEL_CLASSES)}")
-        if values.shape != (batch,):
-            raise ValueError(f"label {name!r} has shape {tuple(values.shape)}; expected ({batch},)")
-        lo, hi = _RAW_RANGE[name]
-        bad = (values != NULL) & ((values < lo) | (values > hi))
-        if bool(bad.any()):
-            raise ValueError(
-                f"label {name!r} has value {int(values[bad][0])}; expected {lo}..{hi} or {NULL} for null"
-            )
+from mars_dist.labels import CONDITION_CLASSES, NULL, check_labels, velocity_level
 
 
 class ConditionEmbedding(nn.Module):
@@ -66,7 +21,7 @@ class ConditionEmbedding(nn.Module):
         super().__init__()
         self.cond_drop_prob = cond_drop_prob
         self.label_drop_prob = label_drop_prob
-        self.tables = nn.ModuleDict({name: nn.Embedding(n + 1, dim) for name, n in LABEL_CLASSES.items()})
+        self.tables = nn.ModuleDict({name: nn.Embedding(n + 1, dim) for name, n in CONDITION_CLASSES.items()})
         for table in self.tables.values():
             nn.init.trunc_normal_(table.weight, std=init_std)
 
@@ -74,7 +29,7 @@ class ConditionEmbedding(nn.Module):
         """Raw labels -> table row per label (the null row where a label is missing or -1)."""
         check_labels(labels, batch)
         rows = {}
-        for name, n in LABEL_CLASSES.items():
+        for name, n in CONDITION_CLASSES.items():
             values = labels.get(name)
             if values is None:
                 rows[name] = torch.full((batch,), n, dtype=torch.long, device=device)
@@ -91,13 +46,13 @@ class ConditionEmbedding(nn.Module):
         device = next(iter(rows.values())).device
         drop_all = torch.rand(batch, device=device, generator=generator) < self.cond_drop_prob
         dropped = {}
-        for name, n in LABEL_CLASSES.items():
+        for name, n in CONDITION_CLASSES.items():
             drop = drop_all | (torch.rand(batch, device=device, generator=generator) < self.label_drop_prob)
             dropped[name] = torch.where(drop, torch.full_like(rows[name], n), rows[name])
         return dropped
 
     def embed(self, rows: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return sum(self.tables[name](rows[name]) for name in LABEL_CLASSES)
+        return sum(self.tables[name](rows[name]) for name in CONDITION_CLASSES)
 
     def forward(self, labels: Mapping[str, torch.Tensor], batch: int) -> torch.Tensor:
         """cond_BD for these labels; in training mode with label dropout applied."""

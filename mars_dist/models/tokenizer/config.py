@@ -1,4 +1,6 @@
-"""Tokenizer (ViT encoder/decoder + shared multi-scale quantizer + PatchGAN) settings."""
+"""Architecture settings of the tokenizer (ViT encoder/decoder + shared multi-scale quantizer) and of
+the PatchGAN discriminator. How they are trained (loss weights, EMA, the discriminator's schedule)
+is the tokenizer task's (mars_dist/tasks/tokenizer.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,8 +15,6 @@ def _default_scales() -> List[List[int]]:
 class DiscriminatorConfig:
     channels: int = 64
     num_layers: int = 3
-    start_step: int = 0  # adversarial loss (and disc updates) begin at this step
-    max_adaptive_weight: float = 1e4
 
 
 @dataclass
@@ -39,8 +39,3 @@ class TokenizerConfig:
     phi_residual_ratio: float = 0.5
     dead_code_steps: int = 0  # replace codes unused (on every rank) for this many optimizer steps (0 = off)
     restart_buffer_size: int = 4096  # recent residual vectors kept as dead-code replacements
-    lambda_recon: float = 1.0
-    lambda_vq: float = 1.0
-    lambda_adv: float = 0.5
-    ema_decay: float = 0.999
-    disc: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mars_dist.models.generators.next_scale.blocks import AdaLNBlock, AdaLNHead, LayerKVCache
-from mars_dist.models.generators.next_scale.config import ARConfig
+from mars_dist.models.generators.next_scale.config import NextScaleConfig
 from mars_dist.models.generators.conditioning import ConditionEmbedding
 from mars_dist.models.generators.sampling import guidance_schedule, guided_logits, sample_logits
 
@@ -37,7 +37,7 @@ class Conditioning:
 
 
 class NextScaleAR(nn.Module):
-    def __init__(self, cfg: ARConfig, scales: Sequence[Sequence[int]], codebook_size: int, codebook_dim: int):
+    def __init__(self, cfg: NextScaleConfig, scales: Sequence[Sequence[int]], codebook_size: int, codebook_dim: int):
         super().__init__()
         cfg.validate()
         if not scales:

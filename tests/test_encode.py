@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mars_dist.data.sample_reader import SampleReader, ShardIndex
-from mars_dist.export import load_exported
+from mars_dist.tasks.shared.exported import load_exported
 from mars_dist.encode import main, read_tokens
 from tests.ar_exports import tokenizer_export
 
@@ -18,7 +18,7 @@ def exported_tokenizer(tmp_path_factory):
 
 def test_encode_writes_token_maps_that_match_the_tokenizer_and_decode_inverts_them(tiny_shards, exported_tokenizer, tmp_path):
     tokens_dir, decoded_dir = tmp_path / "tokens", tmp_path / "decoded"
-    assert main(["encode", "--checkpoint", str(exported_tokenizer), "--shards", tiny_shards["valid"],
+    assert main(["encode", "--tokenizer", str(exported_tokenizer), "--shards", tiny_shards["valid"],
                  "--out", str(tokens_dir), "--batch-size", "4", "--device", "cpu"]) == 0
     meta = read_tokens(str(tokens_dir))
     manifest = tiny_shards["manifests"]["valid"]
@@ -40,7 +40,7 @@ def test_encode_writes_token_maps_that_match_the_tokenizer_and_decode_inverts_th
     for si, (got, want) in enumerate(zip(idx0, expected)):
         assert torch.equal(got, want), f"scale {si}: stored token map differs from tokenizer.encode"
 
-    assert main(["decode", "--checkpoint", str(exported_tokenizer), "--tokens", str(tokens_dir),
+    assert main(["decode", "--tokenizer", str(exported_tokenizer), "--tokens", str(tokens_dir),
                  "--out", str(decoded_dir), "--limit", "2", "--device", "cpu"]) == 0
     decoded = sorted(decoded_dir.glob("*.cmx.npy"))
     assert len(decoded) == 2
@@ -53,4 +53,4 @@ def test_encode_writes_token_maps_that_match_the_tokenizer_and_decode_inverts_th
 def test_decode_rejects_a_foreign_tokens_folder(exported_tokenizer, tmp_path):
     (tmp_path / "tokens.json").write_text(json.dumps({"format": "something/else"}))
     with pytest.raises(ValueError, match="mars_dist.tokens/1"):
-        main(["decode", "--checkpoint", str(exported_tokenizer), "--tokens", str(tmp_path), "--out", str(tmp_path / "o")])
+        main(["decode", "--tokenizer", str(exported_tokenizer), "--tokens", str(tmp_path), "--out", str(tmp_path / "o")])

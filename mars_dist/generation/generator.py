@@ -1,0 +1,91 @@
+"""The Generator interface: what sampling, evaluation and benchmarks need from any generator family.
+
+A generator produces the tokenizer's token maps (one LongTensor [B, h_k, w_k] per scale of the
+tokenizer's schedule) for a batch of label sets; the tokenizer turns them into a CMX tensor and the
+audio front-end into a waveform. Those last two stages are the same for every family and live
+here, each on its own so they can be timed apart.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterator, List, Mapping, Optional, Sequence
+
+import torch
+
+from mars_dist.audio.frontend import AudioFrontend
+from mars_dist.errors import UserValueError
+from mars_dist.generation.notes import LabelSet, labels_to_tensors
+
+
+@dataclass
+class SamplingSettings:
+    cfg_scale: float = 3.0   # guidance at the last step/scale (ramped linearly from 1; 1 = none)
+    top_k: int = 0           # keep the k most likely codes (0 = all)
+    top_p: float = 0.95      # nucleus mass (0 or 1 = off)
+    temperature: float = 1.0  # 0 = greedy
+
+
+@dataclass
+class GeneratedBatch:
+    label_sets: List[LabelSet]
+    idx_list: List[torch.Tensor]  # token maps per scale, [B, h_k, w_k]
+    cmx_BCHW: torch.Tensor        # float32, clamped to the log scale's [-1, 1]
+    wave_BN: torch.Tensor         # Griffin-Lim audio
+
+
+class Generator(ABC):
+    """A trained generator over one tokenizer's token maps, on one device.
+
+    `dtype=torch.bfloat16` is for the subclass's model weights (at batch 1 generation is bound by
+    reading weights, so half the bytes is most of the gain); the tokenizer's decoder then runs
+    under bf16 autocast, while code lookups and Griffin-Lim stay in float32.
+    """
+
+    task: str = ""  # the task whose exports this generator loads (set by register_generator)
+
+    def __init__(self, tokenizer: torch.nn.Module, frontend: AudioFrontend, device: torch.device,
+                 dtype: torch.dtype = torch.float32):
+        if tuple(tokenizer.in_shape) != tuple(frontend.cmx_shape):
+            raise UserValueError(f"the tokenizer expects CMX {tuple(tokenizer.in_shape)}, the audio config gives "
+                                 f"{tuple(frontend.cmx_shape)}")
+        self.tokenizer = tokenizer.to(device).eval()
+        self.frontend = frontend
+        self.device, self.dtype = device, dtype
+
+    @abstractmethod
+    def tokens(self, labels: Mapping[str, torch.Tensor], batch: int, settings: SamplingSettings,
+               generator: Optional[torch.Generator]) -> List[torch.Tensor]:
+        """Token maps for `batch` notes with these labels (dict of LongTensors [batch]; missing = any)."""
+
+    def edit(self, idx_list: Sequence[torch.Tensor], keep_masks: Sequence[torch.Tensor],
+             labels: Mapping[str, torch.Tensor], settings: SamplingSettings,
+             generator: Optional[torch.Generator]) -> List[torch.Tensor]:
+        """Regenerates the tokens where `keep_masks` (bool, one [B, h_k, w_k] per scale) is False and
+        keeps the others; families that cannot condition on kept tokens say so."""
+        raise UserValueError(f"the {self.task or type(self).__name__} generator cannot edit notes")
+
+    @torch.no_grad()
+    def spectrogram(self, idx_list: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Token maps -> CMX tensor [B, C, H, W] (float32, clamped to the log scale's [-1, 1])."""
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return self.tokenizer.decode_indices(idx_list).float().clamp(-1.0, 1.0)
+
+    def audio(self, cmx_BCHW: torch.Tensor) -> torch.Tensor:
+        """CMX -> waveform [B, num_samples] by Griffin-Lim (audio.griffin_lim settings)."""
+        return self.frontend.cmx_to_wave(cmx_BCHW)
+
+    def rng(self, seed: int) -> torch.Generator:
+        """The seeded random stream `generate` draws from (one per run makes a run reproducible)."""
+        return torch.Generator(self.device).manual_seed(seed)
+
+    def generate(self, label_sets: Sequence[LabelSet], settings: SamplingSettings, generator: torch.Generator,
+                 batch_size: int) -> Iterator[GeneratedBatch]:
+        """Notes for `label_sets`, `batch_size` at a time, drawing from `generator` (see `rng`)."""
+        if batch_size < 1:
+            raise UserValueError(f"batch size {batch_size}: must be >= 1")
+        for start in range(0, len(label_sets), batch_size):
+            chunk = list(label_sets[start:start + batch_size])
+            idx_list = self.tokens(labels_to_tensors(chunk, self.device), len(chunk), settings, generator)
+            cmx_BCHW = self.spectrogram(idx_list)
+            yield GeneratedBatch(chunk, idx_list, cmx_BCHW, self.audio(cmx_BCHW))

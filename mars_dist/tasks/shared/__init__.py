@@ -1,0 +1,1 @@
+"""Helpers the task modules share (not tasks themselves)."""
