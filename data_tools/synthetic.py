@@ -25,11 +25,10 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-from data_tools.nsynth import (
-    FAMILIES, NUM_SAMPLES, QUALITIES, SAMPLE_RATE, SOURCES, NSynthEntry, audio_path, examples_path,
-)
+from data_tools.nsynth import NUM_SAMPLES, SAMPLE_RATE, NSynthEntry, audio_path, examples_path
+from mars_dist.io.atomic import atomic_write
+from mars_dist.labels import FAMILIES, QUALITIES, SOURCES, VELOCITY_LEVELS
 
-VELOCITIES = (25, 50, 75, 100, 127)
 NOTE_OFF_S = 3.0  # NSynth notes are held 3 s and released for the last second
 MAX_PARTIALS = 40
 MAX_PARTIAL_HZ = 7200.0  # keep partials clear of Nyquist (8 kHz)
@@ -306,9 +305,9 @@ def plan_splits(splits: Sequence[Tuple[str, int]], seed: int, per_group: int) ->
         lo, hi = PITCH_RANGE[inst.family]
         inst_idx.append(np.full(hi - lo + 1, i))
         pitches.append(np.arange(lo, hi + 1))
-    inst_n = np.repeat(np.concatenate(inst_idx), len(VELOCITIES))
-    pitch_n = np.repeat(np.concatenate(pitches), len(VELOCITIES))
-    vel_n = np.tile(np.array(VELOCITIES), len(inst_n) // len(VELOCITIES))
+    inst_n = np.repeat(np.concatenate(inst_idx), len(VELOCITY_LEVELS))
+    pitch_n = np.repeat(np.concatenate(pitches), len(VELOCITY_LEVELS))
+    vel_n = np.tile(np.array(VELOCITY_LEVELS), len(inst_n) // len(VELOCITY_LEVELS))
     total = sum(n for _, n in splits)
     if total > len(inst_n):
         raise ValueError(f"{total} notes requested but {per_group} instruments per (family, source) give only "
@@ -322,12 +321,6 @@ def plan_splits(splits: Sequence[Tuple[str, int]], seed: int, per_group: int) ->
     return plan
 
 
-def _write_atomically(path: str, write) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_split(root: str, split: str, notes: Sequence[PlannedNote], seed: int) -> List[NSynthEntry]:
     """Write `ROOT/nsynth-{split}/audio/*.wav` (16-bit PCM) and then examples.json, each atomically."""
     os.makedirs(os.path.dirname(audio_path(root, split, "x")), exist_ok=True)
@@ -335,7 +328,7 @@ def write_split(root: str, split: str, notes: Sequence[PlannedNote], seed: int) 
     for note in notes:
         entry = note.entry()
         wave = render_note(note.instrument, note.pitch, note.velocity, seed)
-        _write_atomically(
+        atomic_write(
             audio_path(root, split, entry.note_str),
             lambda tmp: sf.write(tmp, wave, SAMPLE_RATE, subtype="PCM_16", format="WAV"),
         )
@@ -345,7 +338,7 @@ def write_split(root: str, split: str, notes: Sequence[PlannedNote], seed: int) 
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({e.note_str: e.to_json() for e in entries}, f, indent=1, sort_keys=True)
 
-    _write_atomically(examples_path(root, split), write_json)
+    atomic_write(examples_path(root, split), write_json)
     return entries
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from mars_dist.cli import run_cli
-from mars_dist.config.run import run_config_from_dict
+from mars_dist.config import run_config_from_dict
 from mars_dist.engine import distributed
 from mars_dist.engine.backends import backend_class
 from mars_dist.engine.checkpoint import CheckpointError, committed_checkpoints, is_committed, read_train_state

@@ -17,6 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from mars_dist.config.run import RunConfig, run_config_class
 from mars_dist.errors import UserValueError
 from mars_dist.io.atomic import atomic_write_text
 
@@ -112,8 +113,6 @@ def _parse_overrides(overrides: Iterable[str]) -> list[tuple[Any, str]]:
 
 def _task_of(layers: Sequence[tuple[Any, str]]) -> tuple[str, str]:
     """(task name, where it was set) from the last layer that sets `task:`, else the default."""
-    from mars_dist.config.run import RunConfig
-
     task, source = RunConfig.task, "the default"
     for layer, where in layers:
         if "task" in layer:
@@ -122,7 +121,6 @@ def _task_of(layers: Sequence[tuple[Any, str]]) -> tuple[str, str]:
 
 
 def _schema_for(layers: Sequence[tuple[Any, str]]) -> type:
-    from mars_dist.config.run import run_config_class
     from mars_dist.tasks.registry import TaskNameError
 
     task, source = _task_of(layers)
@@ -159,7 +157,7 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = (), s
     return _build(schema or _schema_for(layers), layers, str(path or "config"))
 
 
-def load_config_values(values: dict, source: str) -> Any:
+def run_config_from_dict(values: dict, source: str = "stored run config") -> RunConfig:
     """The run config of a resolved config dict (as checkpoints and exports store it), checked like a file."""
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")

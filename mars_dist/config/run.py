@@ -13,6 +13,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
+from omegaconf import OmegaConf
+
 from mars_dist.audio.config import AudioConfig
 from mars_dist.data.config import DataConfig
 from mars_dist.engine.config import CheckpointConfig, EngineConfig, LoggingConfig, OptimConfig, TrainConfig
@@ -48,10 +50,8 @@ class RunConfig:
         return getattr(self, section) if section else None
 
     def __reduce__(self):
-        # The class is built per task at run time: rebuild it by name in the receiving process.
-        from mars_dist.config.loader import config_to_dict
-
-        return (run_config_from_dict, (config_to_dict(self),))
+        # The class is built per task at run time: the receiving process rebuilds it from the task name.
+        return (_rebuild, (self.task, OmegaConf.to_container(OmegaConf.structured(self), resolve=True)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,8 +72,6 @@ def run_config_class(task: str) -> type:
     )
 
 
-def run_config_from_dict(values: Dict[str, Any]) -> RunConfig:
-    """The typed config of a resolved config dict (as stored in checkpoints and exports), checked."""
-    from mars_dist.config.loader import load_config_values
-
-    return load_config_values(values, source="stored run config")
+def _rebuild(task: str, values: Dict[str, Any]) -> RunConfig:
+    """A pickled RunConfig, unpickled (its values were checked when it was first loaded)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(run_config_class(task)), values))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mars_dist.audio.frontend import AudioFrontend
-from mars_dist.config.run import run_config_from_dict
+from mars_dist.config import run_config_from_dict
 from mars_dist.errors import UserValueError
 from mars_dist.io.exports import read_export, read_export_config
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any, Callable, Union
 
@@ -34,8 +35,10 @@ def atomic_write(path: PathLike, write: Callable[[str], Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_beside(path)
+    mode = stat.S_IMODE(tmp.stat().st_mode)  # what open() gives a new file here (0o666 minus the umask)
     try:
         write(str(tmp))
+        os.chmod(tmp, mode)  # some writers (safetensors) recreate the file with their own mode
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

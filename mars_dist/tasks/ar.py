@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mars_dist.audio.frontend import AudioFrontend
+from mars_dist.config import run_config_from_dict
 from mars_dist.engine import schedule as lr_schedule
 from mars_dist.engine.optim import adamw_factory
 from mars_dist.engine.task import Models, ModelSpec, Task
@@ -151,8 +152,6 @@ class NextScaleGenerator(Generator):
     @classmethod
     def from_export(cls, weights: Dict[str, torch.Tensor], config: Dict[str, Any], tokenizer: ExportedTokenizer,
                     device: torch.device, dtype: torch.dtype, path: Path) -> "NextScaleGenerator":
-        from mars_dist.config.run import run_config_from_dict
-
         ar = build_ar(run_config_from_dict(config["run_config"]).ar, tokenizer.module.quantizer)
         q = tokenizer.module.quantizer
         load_weights(ar, weights, f"--model {path} does not fit the tokenizer (scales {q.scales}, codebook "

@@ -7,7 +7,7 @@ from typing import Any, Dict, Tuple
 import torch
 from torch import nn
 
-from mars_dist.config.run import run_config_from_dict
+from mars_dist.config import run_config_from_dict
 from mars_dist.io.exports import ExportError, read_export
 from mars_dist.tasks.registry import resolve
 

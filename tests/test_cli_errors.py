@@ -1,0 +1,107 @@
+"""A user's mistake on any command line is one `prog: error: ...` line naming the value, exit status 2,
+no traceback; what the commands write is readable by the group (file modes follow the umask)."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mars_dist.cli import run_cli
+from mars_dist.encode import main as encode_main
+from mars_dist.eval.report import main as report_main
+from mars_dist.export import main as export_main
+from mars_dist.sample import main as sample_main
+from tests.ar_exports import ar_export, tokenizer_export
+from tests.toy_task import run_toy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_exports")
+    tok = tokenizer_export(root / "tokenizer")
+    return {"tok": tok, "ar": ar_export(root / "ar", tok),
+            "other_tok": tokenizer_export(root / "other", overrides=["tokenizer.codebook_size=32"])}
+
+
+def user_error(capsys, main, prog, argv) -> str:
+    """Runs `main` the way its __main__ does; returns the one error line (asserting status 2, no traceback)."""
+    status = run_cli(main, prog, argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error:")]
+    assert status == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_sample_mistakes(exports, capsys, tmp_path):
+    base = ["--tokenizer", str(exports["tok"]), "--model", str(exports["ar"]), "--out", str(tmp_path / "out"),
+            "--device", "cpu"]
+    assert "pitch=200: expected an integer 0..127" in user_error(capsys, sample_main, "mars-sample", base + ["--pitch", "200"])
+    assert "instrument_family='trumpet': expected an integer 0..10 or one of bass" in user_error(
+        capsys, sample_main, "mars-sample", base + ["--family", "trumpet"])
+    labels = tmp_path / "labels.csv"
+    labels.write_text("pitch,instrument_family\n60,keyboard\n61,kazoo\n")
+    assert "labels.csv: row 2: instrument_family='kazoo'" in user_error(
+        capsys, sample_main, "mars-sample", base + ["--labels", str(labels)])
+    missing = ["--tokenizer", str(tmp_path / "no-such-export")] + base[2:]
+    assert "no-such-export: no such export folder" in user_error(capsys, sample_main, "mars-sample", missing)
+    unfit = ["--tokenizer", str(exports["other_tok"])] + base[2:]
+    assert "does not fit the tokenizer (scales" in user_error(capsys, sample_main, "mars-sample", unfit)
+    assert not (tmp_path / "out").exists(), "nothing is written when the input is wrong"
+
+
+def test_export_mistakes(tiny_shards, capsys, tmp_path):
+    result, _, _ = run_toy(tiny_shards, tmp_path / "run", "train.max_steps=2")
+    line = user_error(capsys, export_main, "mars-export",
+                      ["--checkpoint", str(result.last_checkpoint), "--model", "critic", "--out", str(tmp_path / "e")])
+    assert "--model 'critic': the tests.toy_task:ToyTask task has models regressor, classifier, ema" in line
+    assert "no such folder" in user_error(capsys, export_main, "mars-export",
+                                          ["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "e")])
+
+
+def test_encode_decode_with_another_tokenizer(exports, tiny_shards, capsys, tmp_path):
+    tokens = tmp_path / "tokens"
+    assert encode_main(["encode", "--tokenizer", str(exports["tok"]), "--shards", tiny_shards["valid"],
+                        "--out", str(tokens), "--device", "cpu"]) == 0
+    line = user_error(capsys, encode_main, "mars-encode", ["decode", "--tokenizer", str(exports["other_tok"]),
+                                                           "--tokens", str(tokens), "--out", str(tmp_path / "d")])
+    assert "decode with the tokenizer that encoded them" in line and "over 64 codes" in line and "over 32 codes" in line
+
+
+def test_report_with_a_missing_export(tiny_shards, capsys, tmp_path):
+    line = user_error(capsys, report_main, "mars-report",
+                      ["--tokenizer", str(tmp_path / "missing"), "--shards", tiny_shards["valid"], "--out", str(tmp_path)])
+    assert "missing: no such export folder" in line
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["mars_dist/train.py", "--config", "configs/tokenizer/tiny.yaml", "train.max_step=5"],
+     "mars-train: error: configs/tokenizer/tiny.yaml: command-line override 'train.max_step=5': unknown config key "
+     "'train.max_step' (closest valid key: train.max_steps)"),
+    (["-m", "mars_dist.sample", "--tokenizer", "nowhere", "--model", "nowhere", "--out", "x"],
+     "mars-sample: error: nowhere: no such export folder"),
+])
+def test_the_entry_points_themselves_print_one_line_and_exit_2(argv, expected):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert [line for line in result.stderr.splitlines() if ": error:" in line] == [expected + result.stderr.split(expected)[1].splitlines()[0]]
+
+
+def test_written_files_follow_the_umask(exports, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert sample_main(["--tokenizer", str(exports["tok"]), "--model", str(exports["ar"]), "--out", str(tmp_path / "s"),
+                            "--pitch", "60", "--device", "cpu", "--gl-iters", "2"]) == 0
+        ours = tokenizer_export(tmp_path / "t")
+    finally:
+        os.umask(old)
+    written = list((tmp_path / "s").iterdir()) + list(ours.iterdir())
+    assert written and all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in written), \
+        {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in written}
