@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from data_tools import synthetic
-from data_tools.nsynth import FAMILIES, SOURCES, load_note, read_examples
+from data_tools.nsynth import load_note, read_examples
+from mars_dist.labels import FAMILIES, SOURCES, VELOCITY_LEVELS
 from data_tools.synthetic import (
-    PITCH_RANGE, VELOCITIES, instrument_pool, make_instrument, plan_splits, render_note, write_synthetic_nsynth,
+    PITCH_RANGE, instrument_pool, make_instrument, plan_splits, render_note, write_synthetic_nsynth,
 )
 
 NOTE_STR = re.compile(r"^(%s)_(%s)_(\d{3})-(\d{3})-(\d{3})$" % ("|".join(FAMILIES), "|".join(SOURCES)))
@@ -33,7 +34,7 @@ def test_fixture_set_is_valid_nsynth_with_consistent_labels(synthetic_nsynth_roo
             assert m, e.note_str
             assert (m.group(1), m.group(2)) == (e.instrument_family_str, e.instrument_source_str)
             assert (int(m.group(4)), int(m.group(5))) == (e.pitch, e.velocity)
-            assert e.velocity in VELOCITIES
+            assert e.velocity in VELOCITY_LEVELS
             lo, hi = PITCH_RANGE[e.instrument_family_str]
             assert lo <= e.pitch <= hi
             assert load_note(synthetic_nsynth_root, split, e).shape == (64000,)
@@ -96,7 +97,7 @@ def test_mallets_are_inharmonic_and_organs_harmonic():
 
 def test_velocity_sets_loudness_and_envelopes_follow_the_family():
     inst = make_instrument(0, "guitar", "acoustic", 0, 0)
-    rms = [np.sqrt(np.mean(render_note(inst, 60, v, seed=0) ** 2)) for v in VELOCITIES]
+    rms = [np.sqrt(np.mean(render_note(inst, 60, v, seed=0) ** 2)) for v in VELOCITY_LEVELS]
     assert all(b > 1.5 * a for a, b in zip(rms, rms[1:])), rms
     plucked = render_note(inst, 60, 100, seed=0)
     bowed = render_note(make_instrument(0, "string", "acoustic", 0, 1), 60, 100, seed=0)
