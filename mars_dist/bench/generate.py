@@ -48,7 +48,11 @@ NOTE_SECONDS = 4.0
 
 
 def tokenizer_config_for(preset: str):
-    name = TOKENIZER_OF_PRESET.get(preset, "paper")
+    """The tokenizer settings a preset is used with (configs/tokenizer/{tiny,small,paper}.yaml)."""
+    return tokenizer_config(TOKENIZER_OF_PRESET.get(preset, "paper"))
+
+
+def tokenizer_config(name: str):
     path = CONFIGS / "tokenizer" / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the benchmark reads the repository's tokenizer configs")

@@ -48,7 +48,7 @@ def var_preset(depth: int) -> Dict[str, int]:
 AR_PRESETS: Dict[str, Dict[str, int]] = {
     "tiny": {"depth": 2, "width": 64, "heads": 2},  # unit tests
     "small": {"depth": 4, "width": 256, "heads": 4},  # learns on the synthetic set on a 2-core CPU in minutes
-    "d12": var_preset(12),  # ~130M parameters with a 16,384 codebook: the CPU real-time target
+    "d12": var_preset(12),  # the CPU real-time target; sizes: python -m mars_dist.bench.presets
     "d16": var_preset(16),
     "d20": var_preset(20),
     "d24": var_preset(24),
