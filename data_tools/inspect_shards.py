@@ -96,9 +96,10 @@ def _check_cmx(data: bytes, where: str, manifest: Mapping[str, Any]) -> np.ndarr
     return x_CHW
 
 
-def _check_labels(data: bytes, key: str, where: str) -> NSynthEntry:
+def _check_labels(data: bytes, key: str, where: str, manifest: Mapping[str, Any]) -> NSynthEntry:
+    """The labels as a valid NSynth entry for `key`, stating the stored sample rate."""
     try:
-        return NSynthEntry.from_json(key, json.loads(data))
+        return NSynthEntry.from_json(key, json.loads(data), sample_rate=manifest["audio"]["stft"]["sample_rate"])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ShardProblem(f"{where}: not valid JSON ({exc})") from exc
     except NoteError as exc:
@@ -166,7 +167,7 @@ def inspect_shard(report: InspectReport, shard: Mapping[str, Any], storage_optio
         if not {CMX_MEMBER, LABELS_MEMBER} <= set(members) or set(members) - expected_members:
             raise ShardProblem(f"{where}: members {sorted(members)}, expected {sorted(expected_members)}")
         stats = stats.merge(ChannelStats.of_sample(_check_cmx(members[CMX_MEMBER], f"{where} {CMX_MEMBER}", manifest)))
-        entry = _check_labels(members[LABELS_MEMBER], key, f"{where} {LABELS_MEMBER}")
+        entry = _check_labels(members[LABELS_MEMBER], key, f"{where} {LABELS_MEMBER}", manifest)
         if AUDIO_MEMBER in expected_members:
             if AUDIO_MEMBER not in members:
                 raise ShardProblem(f"{where}: {AUDIO_MEMBER} missing (manifest lists it as a member)")

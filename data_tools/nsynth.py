@@ -2,7 +2,8 @@
 
 Everything here is a plain function of (root, split, entry) over picklable values, so a sharder can
 hand single notes to worker processes. Any problem with one note is a `NoteError` naming the note,
-the file and what was expected, so `--on-error skip` can log it and go on.
+the file and what was expected, so `--on-error skip` can log it and go on. The expected sample rate
+and length come from the audio config (`audio.stft`), NSynth's 16 kHz x 64000 being the default.
 """
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
+import torch
 
-SAMPLE_RATE = 16000
+from mars_dist.audio.config import STFTConfig
+
+SAMPLE_RATE = 16000  # NSynth's; other sets state theirs per entry and in audio.stft.sample_rate
 NUM_SAMPLES = 64000  # 4 s at 16 kHz
 FAMILIES = (
     "bass", "brass", "flute", "guitar", "keyboard", "mallet",
@@ -69,18 +73,19 @@ class NSynthEntry:
         return d
 
     @staticmethod
-    def from_json(key: str, raw: Any) -> "NSynthEntry":
-        """Validate one examples.json entry stored under `key`; raise NoteError on any defect."""
-        return _parse_entry(key, raw)
+    def from_json(key: str, raw: Any, sample_rate: Optional[int] = SAMPLE_RATE) -> "NSynthEntry":
+        """Validate one entry stored under `key` stating `sample_rate` (None: any positive rate); raise
+        NoteError on any defect."""
+        return _parse_entry(key, raw, sample_rate, "entry")
 
 
 _INT_FIELDS = ("note", "instrument", "pitch", "velocity", "sample_rate", "instrument_family", "instrument_source")
 _STR_FIELDS = ("note_str", "instrument_str", "instrument_family_str", "instrument_source_str")
 
 
-def _parse_entry(key: str, raw: Any) -> NSynthEntry:
+def _parse_entry(key: str, raw: Any, sample_rate: Optional[int], where: str) -> NSynthEntry:
     def bad(problem: str) -> NoteError:
-        return NoteError(key, f"examples.json entry: {problem}")
+        return NoteError(key, f"{where}: {problem}")
 
     if not isinstance(raw, dict):
         raise bad(f"expected a JSON object, got {type(raw).__name__}")
@@ -109,8 +114,10 @@ def _parse_entry(key: str, raw: Any) -> NSynthEntry:
         raise bad(f"pitch={raw['pitch']}: expected 0..127")
     if not 0 <= raw["velocity"] <= 127:
         raise bad(f"velocity={raw['velocity']}: expected 0..127")
-    if raw["sample_rate"] != SAMPLE_RATE:
-        raise bad(f"sample_rate={raw['sample_rate']}: expected {SAMPLE_RATE}")
+    if sample_rate is not None and raw["sample_rate"] != sample_rate:
+        raise bad(f"sample_rate={raw['sample_rate']}: expected {sample_rate} (audio.stft.sample_rate)")
+    if raw["sample_rate"] < 1:
+        raise bad(f"sample_rate={raw['sample_rate']}: expected a positive rate in Hz")
     family, source = raw["instrument_family"], raw["instrument_source"]
     if not 0 <= family < len(FAMILIES):
         raise bad(f"instrument_family={family}: expected 0..{len(FAMILIES) - 1}")
@@ -146,11 +153,13 @@ def audio_path(root: str, split: str, note_str: str) -> str:
     return os.path.join(split_dir(root, split), "audio", f"{note_str}.wav")
 
 
-def read_examples(root: str, split: str, errors: Optional[List[NoteError]] = None) -> List[NSynthEntry]:
+def read_examples(root: str, split: str, errors: Optional[List[NoteError]] = None,
+                  sample_rate: Optional[int] = SAMPLE_RATE) -> List[NSynthEntry]:
     """All entries of `ROOT/nsynth-{split}/examples.json`, validated, sorted by note_str.
 
     A malformed entry raises NoteError; if `errors` is a list, it is appended there and left out
-    instead (the sharder's `--on-error skip`). Sorting makes the order independent of the JSON's.
+    instead (the sharder's `--on-error skip`). Entries must state `sample_rate` (None: any rate,
+    for a sharder that resamples). Sorting makes the order independent of the JSON's.
     """
     path = examples_path(root, split)
     if not os.path.isfile(path):
@@ -160,12 +169,14 @@ def read_examples(root: str, split: str, errors: Optional[List[NoteError]] = Non
             raw = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LayoutError(f"{path}: not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise LayoutError(f"{path}: unreadable ({exc.strerror})") from exc
     if not isinstance(raw, dict):
         raise LayoutError(f"{path}: expected a JSON object keyed by note_str, got {type(raw).__name__}")
     entries = []
     for key in sorted(raw):
         try:
-            entries.append(_parse_entry(key, raw[key]))
+            entries.append(_parse_entry(key, raw[key], sample_rate, f"{path} entry"))
         except NoteError as exc:
             if errors is None:
                 raise
@@ -173,22 +184,46 @@ def read_examples(root: str, split: str, errors: Optional[List[NoteError]] = Non
     return entries
 
 
-def load_note(root: str, split: str, entry: NSynthEntry) -> np.ndarray:
-    """The note's audio as float32 [64000] in [-1, 1]; NoteError unless 16 kHz, mono, 64000 samples."""
+def _resampled_length(frames: int, rate: int, target_rate: int) -> int:
+    """Samples torchaudio.functional.resample returns for `frames` samples at `rate` (ceil, as it does)."""
+    return -(-frames * target_rate // rate)
+
+
+def _resample(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    # imported here: torchaudio costs every worker a third of a second, and only resampling runs need it
+    from torchaudio.functional import resample
+
+    return resample(torch.from_numpy(wave), rate, target_rate).numpy()
+
+
+def load_note(root: str, split: str, entry: NSynthEntry, stft_cfg: Optional[STFTConfig] = None,
+              resample: bool = False) -> np.ndarray:
+    """The note's audio as float32 [stft_cfg.num_samples] at stft_cfg.sample_rate (default: NSynth's 4 s at 16 kHz).
+
+    NoteError unless the file is mono and has exactly that rate and length; with `resample`, a file at
+    another rate is resampled first and must then have that length. Nothing is padded or cut: a note
+    of another length is a bad note, for the caller's on-error policy to decide.
+    """
+    stft_cfg = stft_cfg or STFTConfig()
+    rate, length = stft_cfg.sample_rate, stft_cfg.num_samples
     path = audio_path(root, split, entry.note_str)
     if not os.path.isfile(path):
         raise NoteError(entry.note_str, f"{path}: audio file does not exist")
     try:
         info = sf.info(path)
-        if info.samplerate != SAMPLE_RATE:
-            raise NoteError(entry.note_str, f"{path}: sample rate {info.samplerate} Hz, expected {SAMPLE_RATE}")
+        if info.samplerate != rate and not resample:
+            raise NoteError(entry.note_str, f"{path}: sample rate {info.samplerate} Hz, expected {rate} "
+                                            "(audio.stft.sample_rate; resampling is off)")
         if info.channels != 1:
             raise NoteError(entry.note_str, f"{path}: {info.channels} channels, expected 1 (mono)")
-        if info.frames != NUM_SAMPLES:
-            raise NoteError(entry.note_str, f"{path}: {info.frames} samples, expected {NUM_SAMPLES}")
+        resampled = _resampled_length(info.frames, info.samplerate, rate)
+        if resampled != length:
+            found = (f"{info.frames} samples" if info.samplerate == rate
+                     else f"{info.frames} samples at {info.samplerate} Hz = {resampled} at {rate} Hz")
+            raise NoteError(entry.note_str, f"{path}: {found}, expected {length} (audio.stft.num_samples)")
         wave, _ = sf.read(path, dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise NoteError(entry.note_str, f"{path}: unreadable audio ({exc})") from exc
-    if wave.shape != (NUM_SAMPLES,):
-        raise NoteError(entry.note_str, f"{path}: decoded shape {wave.shape}, expected ({NUM_SAMPLES},)")
-    return wave
+    if wave.shape != (info.frames,):
+        raise NoteError(entry.note_str, f"{path}: decoded shape {wave.shape}, expected ({info.frames},)")
+    return wave if info.samplerate == rate else _resample(wave, info.samplerate, rate)

@@ -4,8 +4,9 @@ A shard task is a pure function of its planned notes: it is written to a tempora
 moved into place (rename locally, upload on S3), and only then is its index sidecar written. The
 sidecar therefore doubles as the shard's completion record: it holds the sample keys and byte
 ranges the loader needs for random access, plus the tar's size and sha256, the plan it was made
-for, the notes skipped inside it and its per-channel statistics, so a re-run can reuse the shard
-(after checking size + sha256) without decoding it again.
+for, the fingerprint of every input file (fingerprints.py), the notes skipped inside it and its
+per-channel statistics, so a re-run can reuse the shard (after checking the inputs and the tar's
+size + sha256) without decoding it again.
 
 Tars are byte-deterministic (fixed member order, mtime, owner and mode), so the same notes and
 settings always give the same sha256.
@@ -27,6 +28,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from data_tools.fingerprints import check, fingerprint
 from data_tools.nsynth import NoteError, NSynthEntry, audio_path, load_note
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
@@ -98,6 +100,9 @@ class ShardJob:
     with_audio: bool
     on_error: str  # fail | skip
     storage_options: Dict[str, Any]
+    resample: bool = False  # notes at another rate than audio.stft.sample_rate are resampled, not bad
+    verify_content: bool = False  # completeness checks hash every input file instead of stat'ing it
+    staging_dir: Optional[str] = None  # local folder for temporary tars when out_url is on S3
 
 
 @dataclass(frozen=True)
@@ -117,9 +122,13 @@ class ShardTask:
         return index_name(self.index)
 
 
-def plan_fingerprint(keys: Sequence[str], audio_description: Mapping[str, Any], with_audio: bool) -> str:
-    """Changes whenever a shard's content would: its notes, their order, the audio numbers, the members."""
-    identity = {"keys": list(keys), "audio": audio_description, "with_audio": with_audio}
+def plan_fingerprint(entries: Sequence[NSynthEntry], audio_description: Mapping[str, Any], with_audio: bool,
+                     resample: bool) -> str:
+    """Changes whenever a shard's content would, audio files aside (their fingerprints are checked
+    one by one): its notes with their labels, their order, the audio numbers, resampling, the members."""
+    # repr: every field of every note, in order, ten times faster than to_json (1.5 s for NSynth's 289k notes)
+    identity = {"notes": repr(tuple(entries)), "audio": audio_description, "with_audio": with_audio,
+                "resample": resample}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -140,33 +149,42 @@ def _npy_bytes(x: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _original_flac(path: str) -> bytes:
-    """The note's audio file as FLAC, sample-exact for 8/16/24-bit PCM sources (float ones become PCM_24)."""
-    subtype = sf.info(path).subtype
-    samples, rate = sf.read(path, dtype="int32")
+def _flac(path: str, wave: np.ndarray, sample_rate: int) -> bytes:
+    """The note's audio as FLAC at the stored rate: the file's own samples when it is at that rate
+    (sample-exact for 8/16/24-bit PCM; float sources become PCM_24), else the resampled `wave` as PCM_24."""
+    info = sf.info(path)
+    if info.samplerate == sample_rate:
+        samples, _ = sf.read(path, dtype="int32")
+        subtype = info.subtype if info.subtype in _FLAC_SUBTYPES else "PCM_24"
+    else:
+        samples, subtype = np.clip(wave, -1.0, 1.0), "PCM_24"  # resampling can overshoot; PCM would wrap
     buf = io.BytesIO()
-    sf.write(buf, samples, rate, format="FLAC", subtype=subtype if subtype in _FLAC_SUBTYPES else "PCM_24")
+    sf.write(buf, samples, sample_rate, format="FLAC", subtype=subtype)
     return buf.getvalue()
 
 
 def encode_note(job: ShardJob, entry: NSynthEntry) -> Tuple[List[Tuple[str, bytes]], ChannelStats]:
     """The tar members of one note (name, bytes) and the statistics of its stored CMX tensor.
 
-    Raises NoteError for anything wrong with the note (unreadable, wrong format, non-finite audio).
+    Raises NoteError for anything wrong with the note (unreadable, another rate or length than
+    audio.stft says, non-finite audio). The labels state the stored rate, which differs from the
+    examples.json entry's only when the note was resampled.
     """
-    wave = load_note(job.nsynth_root, job.split, entry)
+    stft = job.audio_cfg.stft
+    path = audio_path(job.nsynth_root, job.split, entry.note_str)
+    wave = load_note(job.nsynth_root, job.split, entry, stft, job.resample)
     if not np.all(np.isfinite(wave)):
-        raise NoteError(entry.note_str, f"{audio_path(job.nsynth_root, job.split, entry.note_str)}: "
-                                        "audio contains NaN or infinite samples")
+        raise NoteError(entry.note_str, f"{path}: audio contains NaN or infinite samples")
     with torch.no_grad():
         x_CHW = frontend_for(job.audio_cfg).wave_to_cmx(wave).numpy().astype(CMX_DTYPE)
     key = entry.note_str
+    labels = dataclasses.replace(entry, sample_rate=stft.sample_rate).to_json()
     members = [
         (f"{key}.{CMX_MEMBER}", _npy_bytes(x_CHW)),
-        (f"{key}.{LABELS_MEMBER}", json.dumps(entry.to_json(), sort_keys=True).encode()),
+        (f"{key}.{LABELS_MEMBER}", json.dumps(labels, sort_keys=True).encode()),
     ]
     if job.with_audio:
-        members.append((f"{key}.{AUDIO_MEMBER}", _original_flac(audio_path(job.nsynth_root, job.split, key))))
+        members.append((f"{key}.{AUDIO_MEMBER}", _flac(path, wave, stft.sample_rate)))
     return members, ChannelStats.of_sample(x_CHW)
 
 
@@ -178,17 +196,10 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(fs.HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _staging_path(job: ShardJob, task: ShardTask) -> str:
-    """A temporary file for the tar: in the output folder (so the final rename is atomic) or local for S3."""
-    folder = None if fs.is_s3(job.out_url) else job.out_url
+    """A temporary file for the tar: in the output folder (so the final rename is atomic) or, for S3, in
+    the run's local staging folder (which the run removes, even when a worker is killed mid-write)."""
+    folder = job.staging_dir if fs.is_s3(job.out_url) else job.out_url
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{task.name}.", suffix=".tmp")
     os.close(fd)
     return tmp
@@ -198,19 +209,22 @@ def write_shard(job: ShardJob, task: ShardTask) -> Dict[str, Any]:
     """Write shard `task` (tar, then its index sidecar) and return the sidecar's content.
 
     Notes that fail follow `job.on_error`: "fail" raises their NoteError before anything of this
-    shard becomes visible; "skip" logs them and records them in the sidecar.
+    shard becomes visible; "skip" logs them and records them in the sidecar. Every note's input
+    file is fingerprinted before it is read, skipped ones included, so fixing one rewrites the shard.
     """
     sidecar_url = fs.join(job.out_url, task.index_name)
     fs.remove(sidecar_url, job.storage_options)  # a stale record must never vouch for the new tar
     keys: List[str] = []
     ranges: List[List[int]] = []
     skipped: List[Dict[str, str]] = []
+    inputs: Dict[str, Any] = {}
     stats = ChannelStats.empty(frontend_for(job.audio_cfg).cmx_shape[0])
     tmp = _staging_path(job, task)
     try:
         with open(tmp, "wb") as f:
             with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
                 for entry in task.entries:
+                    inputs[entry.note_str] = fingerprint(audio_path(job.nsynth_root, job.split, entry.note_str))
                     try:
                         members, note_stats = encode_note(job, entry)
                     except NoteError as exc:
@@ -232,8 +246,9 @@ def write_shard(job: ShardJob, task: ShardTask) -> Dict[str, Any]:
             "ranges": ranges,
             "shard": task.name,
             "bytes": os.path.getsize(tmp),
-            "sha256": _file_sha256(tmp),
+            "sha256": fs.sha256_of(tmp),
             "plan": task.plan,
+            "inputs": inputs,
             "skipped": skipped,
             "stats": stats.to_json(),
         }
@@ -245,11 +260,27 @@ def write_shard(job: ShardJob, task: ShardTask) -> Dict[str, Any]:
     return record
 
 
+def check_inputs(job: ShardJob, task: ShardTask, inputs: Any) -> Tuple[Optional[str], Dict[str, Any]]:
+    """The first audio file of shard `task` that is not the one its record's `inputs` fingerprinted
+    (None if all are), and the inputs to record from now on (see fingerprints.check)."""
+    inputs = inputs if isinstance(inputs, dict) else {}
+    current: Dict[str, Any] = {}
+    for entry in task.entries:
+        path = audio_path(job.nsynth_root, job.split, entry.note_str)
+        if entry.note_str not in inputs:
+            return path, inputs
+        same, current[entry.note_str] = check(inputs[entry.note_str], path, job.verify_content)
+        if not same:
+            return path, inputs
+    return None, current
+
+
 def completed_record(job: ShardJob, task: ShardTask) -> Optional[Dict[str, Any]]:
     """The sidecar of shard `task` if an earlier run completed exactly this shard, else None.
 
-    Complete means: the sidecar exists and was made for the same plan, its tar exists with the
-    recorded size and sha256, and (under on_error=fail) no note was skipped in it.
+    Complete means: the sidecar exists and was made for the same plan, every input file is the one
+    it fingerprinted, its tar exists with the recorded size and sha256, and (under on_error=fail)
+    no note was skipped in it.
     """
     sidecar_url = fs.join(job.out_url, task.index_name)
     tar_url = fs.join(job.out_url, task.name)
@@ -265,10 +296,17 @@ def completed_record(job: ShardJob, task: ShardTask) -> Optional[Dict[str, Any]]
         return None
     if record.get("skipped") and job.on_error == "fail":
         return None
+    changed, inputs = check_inputs(job, task, record.get("inputs"))
+    if changed is not None:
+        log.info("%s: input %s changed since the shard was written; rewriting it", task.name, changed)
+        return None
     if not fs.exists(tar_url, job.storage_options) or fs.size(tar_url, job.storage_options) != record.get("bytes"):
         log.warning("%s: missing or of another size than its completion record; rewriting it", tar_url)
         return None
     if fs.sha256_of(tar_url, job.storage_options) != record.get("sha256"):
         log.warning("%s: sha256 differs from its completion record; rewriting it", tar_url)
         return None
+    if inputs != record.get("inputs"):  # same content under new mtimes (verify_content): keep them on record
+        record = {**record, "inputs": inputs}
+        fs.write_bytes_atomic(sidecar_url, json.dumps(record).encode(), job.storage_options)
     return record

@@ -11,6 +11,7 @@ import soundfile as sf
 from data_tools.nsynth import (
     FAMILIES, QUALITIES, LayoutError, NoteError, NSynthEntry, audio_path, examples_path, load_note, read_examples,
 )
+from mars_dist.audio.config import STFTConfig
 
 
 def test_reads_both_fixture_splits_with_every_field(synthetic_nsynth_root):
@@ -69,6 +70,7 @@ def test_malformed_entry_names_note_and_field(nsynth_copy, mutate, message):
     with pytest.raises(NoteError, match=message) as info:
         read_examples(root, "valid")
     assert info.value.note_str == key
+    assert info.value.problem.startswith(f"{examples_path(root, 'valid')} entry: "), "names which examples.json"
     errors = []
     entries = read_examples(root, "valid", errors=errors)
     assert len(entries) == 15 and [e.note_str for e in errors] == [key]
@@ -123,6 +125,24 @@ def test_bad_wav_names_note_file_and_expectation(nsynth_copy, kind, message):
     with pytest.raises(NoteError, match=message) as info:
         load_note(root, "valid", entry)
     assert info.value.note_str == entry.note_str and path in str(info.value)
+
+
+def test_length_and_rate_come_from_the_stft_config(nsynth_copy):
+    root, _ = nsynth_copy
+    entry = read_examples(root, "valid")[2]
+    path = audio_path(root, "valid", entry.note_str)
+    four_seconds = load_note(root, "valid", entry)
+    eight = STFTConfig(num_samples=128000, num_frames=512)
+    with pytest.raises(NoteError, match=r"64000 samples, expected 128000 \(audio.stft.num_samples\)"):
+        load_note(root, "valid", entry, eight)
+    sf.write(path, np.tile(four_seconds, 2), 16000, subtype="PCM_16")
+    np.testing.assert_array_equal(load_note(root, "valid", entry, eight), np.tile(four_seconds, 2))
+    at_32k = STFTConfig(sample_rate=32000, num_samples=256000, num_frames=1024)
+    with pytest.raises(NoteError, match=r"sample rate 16000 Hz, expected 32000 \(audio.stft.sample_rate"):
+        load_note(root, "valid", entry, at_32k)
+    assert load_note(root, "valid", entry, at_32k, resample=True).shape == (256000,)
+    with pytest.raises(NoteError, match="128000 samples at 16000 Hz = 256000 at 32000 Hz, expected 128000"):
+        load_note(root, "valid", entry, STFTConfig(sample_rate=32000, num_samples=128000), resample=True)
 
 
 def test_from_json_round_trip(synthetic_nsynth_root):

@@ -134,11 +134,13 @@ def test_cli_applies_audio_overrides_and_rejects_others(synthetic_nsynth_root, t
     assert manifest["cmx_shape"] == [4, 128, 256] and manifest["seed"] == 5 and len(manifest["shards"]) == 1
     assert "16 samples in 1 shards" in capsys.readouterr().out
 
-    assert main(["--nsynth-root", synthetic_nsynth_root, "--split", "valid", "--out", out,
-                 "audio.cmx.layuot=contiguous"]) == 1
-    assert "audio.cmx.layout" in capsys.readouterr().err  # the closest valid key is named
-    assert main(["--nsynth-root", synthetic_nsynth_root, "--split", "valid", "--out", out, "train.steps=3"]) == 1
-    assert "only uses audio.*" in capsys.readouterr().err
+    for override, fragment in (("audio.cmx.layuot=contiguous", "audio.cmx.layout"),  # the closest valid key
+                               ("train.steps=3", "only uses audio.*")):
+        with pytest.raises(SystemExit) as info:
+            main(["--nsynth-root", synthetic_nsynth_root, "--split", "valid", "--out", out, override])
+        assert info.value.code == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith("data_tools.shard: error: ") and fragment in line
 
 
 def test_bad_arguments_are_refused(synthetic_nsynth_root, tmp_path):

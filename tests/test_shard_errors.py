@@ -16,9 +16,9 @@ from data_tools.shard_writer import ShardJob, ShardTask, completed_record
 from mars_dist.audio.config import AudioConfig
 from mars_dist.data import fs
 from mars_dist.data.manifest import MANIFEST_NAME, read_manifest
-
-SPLIT = "train"
-NUM_NOTES = 14
+from tests.fixtures.nsynth import SMALL_NUM_NOTES as NUM_NOTES
+from tests.fixtures.nsynth import SMALL_SPLIT as SPLIT
+from tests.fixtures.nsynth import write_examples
 
 
 def _write_wav(path, wave, rate=16000, subtype="PCM_16"):
@@ -98,22 +98,14 @@ BAD_KINDS = {
 
 
 @pytest.fixture
-def small_root(synthetic_nsynth_root, tmp_path):
-    """A private NSynth root with the first NUM_NOTES train notes; returns (root, examples dict, keys)."""
-    root = str(tmp_path / "nsynth")
-    keys = [e.note_str for e in read_examples(synthetic_nsynth_root, SPLIT)[:NUM_NOTES]]
-    os.makedirs(os.path.dirname(audio_path(root, SPLIT, "x")))
-    full = json.load(open(examples_path(synthetic_nsynth_root, SPLIT)))
-    for key in keys:
-        shutil.copyfile(audio_path(synthetic_nsynth_root, SPLIT, key), audio_path(root, SPLIT, key))
-    return root, {key: full[key] for key in keys}, keys
+def small_root(small_nsynth):
+    return small_nsynth
 
 
 def _break(root, raw, key, kind):
     """Apply `kind` to note `key`; returns the note_str the sharder will report."""
     reported = BAD_KINDS[kind][0](root, raw, key)
-    with open(examples_path(root, SPLIT), "w") as f:
-        json.dump(raw, f)
+    write_examples(root, SPLIT, raw)
     return reported or key
 
 
@@ -130,8 +122,6 @@ def _assert_no_manifest_and_records_vouch_for_their_tars(out):
 @pytest.mark.parametrize("kind", list(BAD_KINDS))
 def test_on_error_fail_stops_naming_note_and_problem(small_root, tmp_path, kind):
     root, raw, keys = small_root
-    with open(examples_path(root, SPLIT), "w") as f:
-        json.dump(raw, f)
     bad = _break(root, raw, keys[5], kind)
     out = str(tmp_path / "out")
     with pytest.raises(NoteError) as info:
@@ -174,19 +164,19 @@ def test_under_fail_a_shard_that_skipped_notes_is_not_reused(small_root, tmp_pat
     _assert_no_manifest_and_records_vouch_for_their_tars(out)
 
 
-def test_cli_on_error_fail_exits_nonzero_with_the_note(small_root, tmp_path, capsys):
+def test_cli_on_error_fail_exits_with_one_line_naming_the_note(small_root, tmp_path, capsys):
     root, raw, keys = small_root
     bad = _break(root, raw, keys[0], "stereo wav")
-    code = main(["--nsynth-root", root, "--split", SPLIT, "--out", str(tmp_path / "out"), "--workers", "1",
-                 "--no-progress"])
-    assert code == 1
-    assert f"note '{bad}'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["--nsynth-root", root, "--split", SPLIT, "--out", str(tmp_path / "out"), "--workers", "1",
+              "--no-progress"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"data_tools.shard: error: note '{bad}': {audio_path(root, SPLIT, bad)}: 2 channels, expected 1 (mono)"]
 
 
 def test_a_fail_run_keeps_finished_shards_for_the_next_run(small_root, tmp_path):
     root, raw, keys = small_root
-    with open(examples_path(root, SPLIT), "w") as f:
-        json.dump(raw, f)
     out = str(tmp_path / "out")
     reference = shard_nsynth(root, SPLIT, str(tmp_path / "reference"), AudioConfig(), shard_size=2, workers=1,
                              progress=False)

@@ -1,0 +1,1 @@
+"""Feature extractors for the evaluation metrics: embeddings (VGGish for FAD) and, later, the trained classifiers."""
