@@ -17,18 +17,10 @@ import soundfile as sf
 import torch
 
 from mars_dist.audio.config import STFTConfig
+from mars_dist.labels import FAMILIES, QUALITIES, SOURCES
 
 SAMPLE_RATE = 16000  # NSynth's; other sets state theirs per entry and in audio.stft.sample_rate
 NUM_SAMPLES = 64000  # 4 s at 16 kHz
-FAMILIES = (
-    "bass", "brass", "flute", "guitar", "keyboard", "mallet",
-    "organ", "reed", "string", "synth_lead", "vocal",
-)
-SOURCES = ("acoustic", "electronic", "synthetic")
-QUALITIES = (
-    "bright", "dark", "distortion", "fast_decay", "long_release",
-    "multiphonic", "nonlinear_env", "percussive", "reverb", "tempo-synced",
-)
 
 
 class NoteError(ValueError):

@@ -11,10 +11,11 @@ import numpy as np
 import soundfile as sf
 
 from data_tools.inspect_shards import inspect_shards
-from data_tools.nsynth import QUALITIES, audio_path, load_note, read_examples
+from data_tools.nsynth import audio_path, load_note, read_examples
 from data_tools.shard import shard_nsynth
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
+from mars_dist.labels import QUALITIES
 from tests.fixtures.nsynth import SMALL_NUM_NOTES, SMALL_SPLIT, write_examples
 
 SHARD_SIZE = 4  # 14 notes -> 4 shards
