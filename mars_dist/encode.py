@@ -175,5 +175,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script `mars-encode` (and `python -m`): user errors as one line, exit status 2."""
     sys.exit(run_cli(main, "mars-encode"))
+
+
+if __name__ == "__main__":
+    entry()

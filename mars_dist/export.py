@@ -91,5 +91,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script `mars-export` (and `python -m`): user errors as one line, exit status 2."""
     sys.exit(run_cli(main, "mars-export"))
+
+
+if __name__ == "__main__":
+    entry()
