@@ -26,9 +26,10 @@ compile "$tmp/installers.in" "$tmp/installers.lock"
 compile pyproject.toml "$tmp/requirements.lock" --extra dev
 echo "relock: installing the new lock into a throw-away venv ($tmp/venv)"
 VENV="$tmp/venv" LOCK="$tmp/requirements.lock" bash launch/setup.sh
-diff <(grep -E '^[A-Za-z0-9]' launch/requirements.lock) <(grep -E '^[A-Za-z0-9]' "$tmp/requirements.lock") \
-  && echo "relock: no version changed" || true
+if diff <(grep -E '^[A-Za-z0-9]' launch/requirements.lock) <(grep -E '^[A-Za-z0-9]' "$tmp/requirements.lock"); then
+  echo "relock: no version changed"
+fi
 cp "$tmp/installers.lock" launch/installers.lock
 cp "$tmp/requirements.lock" launch/requirements.lock
 echo "relock: launch/requirements.lock and launch/installers.lock updated; commit them with pyproject.toml"
-[ "${KEEP_VENV:-0}" = 1 ] && echo "relock: throw-away venv kept at $tmp/venv"
+if [ "${KEEP_VENV:-0}" = 1 ]; then echo "relock: throw-away venv kept at $tmp/venv"; fi
