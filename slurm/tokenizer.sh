@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Stage 1 (tokenizer) under Slurm: sbatch --nodes N slurm/tokenizer.sh [key=value ...]
+# Stage 1 (tokenizer) under Slurm; when it finishes, its EMA weights are exported to RUN_DIR/export:
+#   sbatch --nodes 4 slurm/tokenizer.sh [key=value ...]     (CONFIG default: configs/tokenizer/paper.yaml)
+# Settings, CPU mode, preemption and requeue, logs: slurm/_common.sh and docs/launch.md.
 #SBATCH --job-name=mars_tokenizer
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -7,5 +9,10 @@
 #SBATCH --signal=USR1@90
 #SBATCH --requeue
 #SBATCH --open-mode=append
-#SBATCH --output=runs/slurm/%x-%j.out
-CONFIG=${CONFIG:-configs/tokenizer/paper.yaml} exec bash "${SLURM_SUBMIT_DIR:-.}/slurm/train.sh" "$@"
+#SBATCH --output=slurm-%x-%j.out
+common=${MARS_DIST_ROOT:-${SLURM_SUBMIT_DIR:-.}}/slurm/_common.sh
+[ -f "$common" ] || { echo "error: $common not found: run sbatch from the repository root, or set MARS_DIST_ROOT" >&2; exit 2; }
+# shellcheck source=SCRIPTDIR/_common.sh
+. "$common"
+mars_setup
+mars_train configs/tokenizer/paper.yaml tokenizer_ema "$@"

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.shards",
     "tests.fixtures.s3",
     "tests.fixtures.dist",
+    "tests.fixtures.slurm",
 ]
