@@ -11,7 +11,8 @@ import pytest
 from tests.fixtures.slurm import REPO
 
 ENTRY_SCRIPTS = ["slurm/train.sh", "slurm/tokenizer.sh", "slurm/ar.sh", "slurm/eval.sh"]
-SCRIPTS = [*ENTRY_SCRIPTS, "slurm/_common.sh", "slurm/_task.sh", ".ci/run"]
+LAUNCH_SCRIPTS = ["launch/setup.sh", "launch/test.sh", "launch/quickstart.sh", "launch/relock.sh"]
+SCRIPTS = [*ENTRY_SCRIPTS, "slurm/_common.sh", "slurm/_task.sh", ".ci/run", *LAUNCH_SCRIPTS]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
