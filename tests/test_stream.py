@@ -6,6 +6,7 @@ cursor resumes with 2, 1 and 3 ranks onto exactly the same remaining global batc
 """
 import itertools
 import json
+import logging
 import shutil
 from dataclasses import replace
 
@@ -20,9 +21,10 @@ from mars_dist.audio.config import AudioConfig, LogScaleConfig
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.data.config import DataConfig
 from mars_dist.data.manifest import ManifestError
-from mars_dist.data.order import CursorError
+from mars_dist.data.order import CursorError, OrderConfig
 from mars_dist.data.sample_reader import LABEL_FIELDS, ShardFormatError
-from mars_dist.data.stream import ElasticStream, split_global_batch
+from mars_dist.data.shard_cache import CacheConfig
+from mars_dist.data.stream import ElasticStream, resolve_ranks_per_node, split_global_batch
 from tests.fixtures.dist import run_distributed
 
 NUM_NOTES = 33  # G = 6 divides 1, 2 and 3 ranks; 33 = 5 steps x 6 + 3 dropped per epoch
@@ -88,7 +90,8 @@ def test_cursor_counts_steps_handed_out_not_prefetched_and_iteration_resumes_fro
     stream = _stream(shards, micro_batch=2, num_workers=2)
     first = _take(stream, 2)  # the workers have prefetched further by now
     assert first[-1][1] == {"format": "mars_dist.cursor/1", "seed": SEED, "dataset": stream.cursor()["dataset"],
-                            "num_samples": NUM_NOTES, "epoch": 0, "position": 12}
+                            "num_samples": NUM_NOTES, "epoch": 0, "position": 12,
+                            "order": "windowed/1:partitions=2,block=22"}
     rest = _take(stream, 5)  # iterating again continues at the cursor, into epoch 1
     uninterrupted = _take(_stream(shards), 7)
     assert [k for k, _ in first + rest] == [k for k, _ in uninterrupted]
@@ -148,6 +151,23 @@ def test_global_batch_that_does_not_divide_is_refused_naming_the_numbers(batch, 
         split_global_batch(batch, world, micro)
 
 
+def test_ranks_per_node_come_from_the_launcher_and_must_divide_the_world_size(monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert resolve_ranks_per_node(0, 8) == 4
+    assert resolve_ranks_per_node(0, 1) == 1, "a one-process stream in a multi-rank job is its own node"
+    assert resolve_ranks_per_node(2, 8) == 2
+    with pytest.raises(ValueError, match=r"world_size=6 is not a multiple of 4 ranks per node"):
+        resolve_ranks_per_node(0, 6)
+
+
+def test_partitions_that_do_not_divide_the_global_batch_warn_that_nodes_will_fetch_more(shards, caplog):
+    with caplog.at_level(logging.WARNING, logger="mars_dist.data.stream"):
+        _stream(shards, world_size=2, micro_batch=3, order=OrderConfig(partitions=2), ranks_per_node=1)
+        assert not caplog.text
+        _stream(shards, world_size=2, micro_batch=3, order=OrderConfig(partitions=4), ranks_per_node=1)
+    assert "partitions=4,block=22 with global batch 6 on 2 nodes: each node will fetch more" in caplog.text
+
+
 def test_from_config_uses_the_global_batch_and_derives_accumulation(shards):
     cfg = DataConfig(train_shards=shards, batch_size=GLOBAL_BATCH, micro_batch_size=1, seed=SEED)
     stream = ElasticStream.from_config(cfg, AudioConfig(), cfg.train_shards, rank=1, world_size=3)
@@ -158,11 +178,12 @@ def test_from_config_uses_the_global_batch_and_derives_accumulation(shards):
 
 # ---------------------------------------------------------------- S3
 
-def test_stream_from_s3_matches_the_local_stream_and_accepts_its_cursor(nsynth_root, shards, s3_url):
+def test_stream_from_s3_matches_the_local_stream_and_accepts_its_cursor(nsynth_root, shards, s3_url, tmp_path):
     shard_nsynth(nsynth_root, "train", s3_url, AudioConfig(), shard_size=SHARD_SIZE, workers=1, progress=False)
+    cache = CacheConfig(dir=str(tmp_path / "cache"))
     local = _take(_stream(shards, micro_batch=3), 3)
-    s3_first = _take(_stream(s3_url, micro_batch=3, num_workers=2), 1)
-    s3_rest = _take(_stream(s3_url, micro_batch=2, num_workers=2, cursor=s3_first[-1][1]), 2)
+    s3_first = _take(_stream(s3_url, micro_batch=3, num_workers=2, cache=cache), 1)
+    s3_rest = _take(_stream(s3_url, micro_batch=2, num_workers=2, cursor=s3_first[-1][1], cache=cache), 2)
     assert s3_first + s3_rest == local
 
 

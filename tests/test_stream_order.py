@@ -1,7 +1,8 @@
 """The stream's order and cursor as pure functions: no files, no processes.
 
-These are the properties the elastic resume rests on; the multi-process tests in
-test_stream_distributed.py check them end to end on real shards.
+These are the properties the elastic resume rests on, for the global order (one uniform
+permutation per epoch); tests/test_data_windowed_order.py checks the same for the shard-local
+order, and tests/test_stream.py / tests/test_stream_s3_faults.py end to end on real shards.
 """
 import itertools
 import json
@@ -96,3 +97,13 @@ def test_cursor_for_another_dataset_or_seed_is_refused():
         cursor.check_matches(1, "xyz", 20)
     with pytest.raises(CursorError, match="saved with data seed 1, the stream has seed 2"):
         cursor.check_matches(2, "abc", 20)
+
+
+def test_cursor_records_its_order_and_one_saved_before_orders_existed_means_the_global_order():
+    legacy = {k: v for k, v in Cursor(1, "abc", 20, 0, 6).to_dict().items() if k != "order"}
+    assert Cursor.from_dict(legacy).order == "global"
+    windowed = Cursor(1, "abc", 20, 0, 6, order="windowed/1:partitions=4,block=8")
+    assert Cursor.from_dict(json.loads(json.dumps(windowed.to_dict()))) == windowed
+    with pytest.raises(CursorError, match=r"saved with order 'global', the stream has order "
+                                          r"'windowed/1:partitions=4,block=8'.*data\.order"):
+        Cursor.from_dict(legacy).check_matches(1, "abc", 20, "windowed/1:partitions=4,block=8")

@@ -1,7 +1,10 @@
-"""Data-path benchmark: sharding throughput, shard size, and the shard loader against on-the-fly decoding.
+"""Data-path benchmark: sharding throughput, shard size, the shard loader against on-the-fly decoding,
+and (--s3) the loader on S3 with per-sample reads against whole shards in a node cache.
 
     python -m mars_dist.bench.data [--notes 128] [--shard-size 16] [--batch 16] [--workers N]
                                    [--nsynth-root ROOT --split train] [--work DIR] [--json OUT]
+    python -m mars_dist.bench.data --s3 [--notes 128] [--shard-size 32] [--batch 16] [--workers N]
+                                   [--latency-ms 20] [--bandwidth-mb-s 0] [--steps 24] [--repeats 2]
 
 Measured side by side in one run, every process using one thread (parallelism comes from
 processes, as in production):
@@ -16,6 +19,21 @@ processes, as in production):
 Without `--nsynth-root`, a synthetic NSynth-format set of `--notes` notes is generated first
 (not timed). Defaults finish in about a minute or two on 2 cores; timings on a shared machine
 are noisy.
+
+With `--s3` (needs moto and the repository's tests/fixtures/s3_proxy.py: run it from the
+repository root with the dev dependencies), the shards are uploaded to a moto S3 server on
+127.0.0.1 behind a TCP proxy that adds `--latency-ms` before every response (and optionally caps
+each connection's bandwidth), and, side by side in one run, with 0 and `--workers` workers:
+- samples/s of the stream on the local folder and from S3, for the global order (one ranged GET
+  per sample: "before") and the windowed order (whole shards into a fresh node cache, read
+  ahead: "after"), with the time to the first batch (where the cold cache fills);
+- GET requests per sample (counted by the proxy; shard GETs apart from the one-time manifest
+  and index reads) and the cache hit rate;
+- bytes each node downloads in one epoch over its share of the data set (bytes / nodes), with
+  1, 2 and 4 simulated nodes (one rank each, their own cache folders);
+- from the order alone, at NSynth scale (289,205 samples in shards of 256): shuffle quality and
+  each node's fetch ratio for 1..64 nodes, with 64 partitions and a global batch of 256 (P | G)
+  and of 240 (P does not divide G).
 """
 from __future__ import annotations
 
@@ -33,6 +51,9 @@ from data_tools.shard import default_workers, shard_nsynth, worker_context
 from data_tools.synthetic import write_synthetic_nsynth
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
+from mars_dist.data.locality import node_fetch_bytes, shuffle_quality
+from mars_dist.data.order import OrderConfig, build_order
+from mars_dist.data.shard_cache import CacheConfig
 from mars_dist.data.stream import ElasticStream
 
 LABEL_FIELDS = ("pitch", "velocity", "instrument_family", "instrument_source", "instrument")
@@ -175,22 +196,202 @@ def format_table(results: Dict[str, Any]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--s3", action="store_true", help="the S3 benchmark: per-sample reads vs whole-shard cache")
     parser.add_argument("--notes", type=int, default=128, help="synthetic notes to generate (default 128)")
     parser.add_argument("--nsynth-root", default=None, help="benchmark an existing NSynth-layout set instead")
     parser.add_argument("--split", default="train")
-    parser.add_argument("--shard-size", type=int, default=16)
+    parser.add_argument("--shard-size", type=int, default=None, help="default 16, or 32 with --s3")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=50, help="timed loader steps (capped by one epoch)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed loader steps (default 50 capped by one epoch; with --s3, 24 over several epochs)")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="--s3: added before each S3 response")
+    parser.add_argument("--repeats", type=int, default=2, help="--s3: runs per configuration, the fastest kept")
+    parser.add_argument("--bandwidth-mb-s", type=float, default=0.0, help="--s3: cap per connection (0 = none)")
     parser.add_argument("--workers", type=int, default=default_workers(), help="processes / DataLoader workers")
     parser.add_argument("--with-audio", action="store_true", help="shards also hold FLAC audio")
     parser.add_argument("--work", default=None, help="working folder (default: a new temporary folder)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    results = run(args)
-    print(format_table(results))
+    args.shard_size = args.shard_size or (32 if args.s3 else 16)
+    args.steps = args.steps or (24 if args.s3 else 50)
+    if args.s3:
+        results = run_s3(args)
+        print(format_s3_table(results))
+    else:
+        results = run(args)
+        print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+
+
+# ---------------------------------------------------------------- --s3
+
+
+def _stream_steps(stream: ElasticStream, steps: int) -> Dict[str, float]:
+    """Time to the first step, and samples/s over the `steps` steps after it (first epoch apart)."""
+    batches = iter(stream)
+    start = time.perf_counter()
+    next(batches)
+    first = time.perf_counter() - start
+    stamps = [time.perf_counter()]
+    for _ in range(steps):
+        next(batches)
+        stamps.append(time.perf_counter())
+    stream.close()
+    per_step = stream.global_batch
+    in_epoch0 = min(steps, stream.steps_per_epoch - 1)
+    out = {"first_batch_s": first, "samples_per_s": steps * per_step / (stamps[-1] - stamps[0])}
+    if in_epoch0 > 0 and steps > in_epoch0:
+        out["epoch0_samples_per_s"] = in_epoch0 * per_step / (stamps[in_epoch0] - stamps[0])
+        out["later_samples_per_s"] = (steps - in_epoch0) * per_step / (stamps[-1] - stamps[in_epoch0])
+    return out
+
+
+def _locality_at_nsynth_scale() -> Dict[str, Any]:
+    """Shuffle quality and per-node fetch ratios computed from the orders alone (no I/O)."""
+    import numpy as np
+
+    sizes = [256] * 1129 + [181]  # NSynth train: 289,205 notes in shards of 256
+    shard_of_N = np.repeat(np.arange(len(sizes)), sizes)
+    shard_bytes = [n * 264_000 for n in sizes]
+    total = sum(shard_bytes)
+    nodes_list = (1, 2, 3, 4, 6, 8, 16, 32, 64)
+    out: Dict[str, Any] = {"nodes": list(nodes_list)}
+    for label, cfg in (("windowed", OrderConfig("windowed", 64, 2)), ("global", OrderConfig("global"))):
+        order = build_order(cfg, 0, sizes)
+        out[f"{label}_describe"] = order.describe()
+        out[f"{label}_quality"] = shuffle_quality(order, 0, 256, shard_of_N)
+        for batch in (256, 240):
+            out[f"{label}_fetch_G{batch}"] = [
+                max(node_fetch_bytes(order, 0, batch, nodes, 1, shard_of_N, shard_bytes)) / (total / nodes)
+                for nodes in nodes_list]
+    return out
+
+
+def run_s3(args: argparse.Namespace) -> Dict[str, Any]:
+    torch.set_num_threads(1)
+    try:
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        from tests.fixtures.s3_proxy import ProxyFaults, S3FaultProxy
+    except ImportError as exc:
+        raise SystemExit(f"error: --s3 needs moto[server] and the repository's tests/fixtures/s3_proxy.py "
+                         f"(run from the repository root with the dev dependencies): {exc}")
+    audio_cfg = AudioConfig()
+    work = args.work or tempfile.mkdtemp(prefix="mars-bench-data-s3-")
+    root, split = args.nsynth_root, args.split
+    if root is None:
+        root, split = os.path.join(work, "nsynth"), "train"
+        if not os.path.isfile(os.path.join(root, "nsynth-train", "examples.json")):
+            print(f"generating {args.notes} synthetic notes in {root} (not timed)", flush=True)
+            write_synthetic_nsynth(root, [("train", args.notes)], seed=0)
+    local = os.path.join(work, "shards")
+    manifest = shard_nsynth(root, split, local, audio_cfg, shard_size=args.shard_size, workers=1, progress=False)
+    dataset_bytes = sum(s["bytes"] for s in manifest["shards"])
+    for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(name, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket="bench")
+    for name in sorted(os.listdir(local)):
+        client.upload_file(os.path.join(local, name), "bench", f"shards/{name}")
+    url = "s3://bench/shards"
+    faults = ProxyFaults(latency_s=args.latency_ms / 1000, bandwidth_bytes_per_s=args.bandwidth_mb_s * 1e6)
+    results: Dict[str, Any] = {"notes": manifest["num_samples"], "shards": len(manifest["shards"]),
+                               "shard_size": args.shard_size, "batch": args.batch, "workers": args.workers,
+                               "latency_ms": args.latency_ms, "bandwidth_mb_s": args.bandwidth_mb_s,
+                               "dataset_bytes": dataset_bytes, "steps": args.steps, "repeats": args.repeats}
+    try:
+        with S3FaultProxy(endpoint, faults) as proxy:
+            options = {"endpoint_url": proxy.endpoint_url}
+            caches = os.path.join(work, "caches")
+            for workers in (0, args.workers):
+                for kind in ("global", "windowed"):
+                    for where in ("local", "s3"):
+                        label = f"{where}_{kind}_{workers}w"
+                        runs = []
+                        for repeat in range(args.repeats):  # each with a cold cache; the fastest is kept
+                            proxy.reset_stats()
+                            stream = ElasticStream(local if where == "local" else url, args.batch, 0, 1, args.batch,
+                                                   1, seed=0, num_workers=workers,
+                                                   storage_options=options if where == "s3" else None,
+                                                   expected_audio=audio_cfg, order=OrderConfig(kind=kind),
+                                                   cache=CacheConfig(dir=os.path.join(caches, f"{label}-{repeat}")))
+                            timing = _stream_steps(stream, args.steps)
+                            io = stream.io_stats()
+                            gets = [r for r in proxy.requests if r.method == "GET"]
+                            shard_gets = sum(1 for r in gets if r.path.endswith(".tar"))
+                            runs.append({**timing, "io": io, "shard_gets": shard_gets,
+                                         "metadata_gets": len(gets) - shard_gets,
+                                         "gets_per_sample": shard_gets / max(1, io["samples"]),
+                                         "hit_rate": io["cache_hits"] / max(1, io["samples"])})
+                        best = results[label] = max(runs, key=lambda r: r["samples_per_s"])
+                        print(f"{label:>22}: {best['samples_per_s']:8.1f} samples/s (best of {args.repeats}), first "
+                              f"batch {best['first_batch_s']:.2f} s, {best['shard_gets']} shard GETs for "
+                              f"{best['io']['samples']} samples", flush=True)
+            for nodes in (1, 2, 4):
+                fetched = []
+                for node in range(nodes):
+                    stream = ElasticStream(url, args.batch, node, nodes, args.batch // nodes, 1, seed=0, num_workers=0,
+                                           storage_options=options, expected_audio=audio_cfg, ranks_per_node=1,
+                                           cache=CacheConfig(dir=os.path.join(caches, f"nodes{nodes}-{node}")))
+                    _stream_steps(stream, stream.steps_per_epoch - 1)
+                    fetched.append(stream.io_stats()["downloaded_bytes"])
+                results[f"fetch_{nodes}_nodes"] = [f / (dataset_bytes / nodes) for f in fetched]
+                print(f"{nodes} nodes: bytes fetched per node / (data set / nodes) = "
+                      f"{', '.join(f'{r:.2f}' for r in results[f'fetch_{nodes}_nodes'])}", flush=True)
+    finally:
+        server.stop()
+    results["nsynth_scale"] = _locality_at_nsynth_scale()
+    return results
+
+
+def format_s3_table(results: Dict[str, Any]) -> str:
+    n = results["workers"]
+    bandwidth = f", {results['bandwidth_mb_s']:g} MB/s per connection" if results["bandwidth_mb_s"] else ""
+    lines = [
+        f"S3 data benchmark: {results['notes']} notes in {results['shards']} shards of {results['shard_size']}, "
+        f"batch {results['batch']}, {results['steps']} timed steps after the first (best of {results['repeats']} runs, "
+        f"each with a cold cache); moto on 127.0.0.1 behind a proxy adding {results['latency_ms']:g} ms per "
+        f"request{bandwidth}",
+        "  order     workers | local samples/s | S3 samples/s | S3/local | S3 first batch | shard GETs/sample | "
+        "cache hits",
+    ]
+    for kind, name in (("global", "global  (before: a ranged GET per sample)"),
+                       ("windowed", "windowed (after: whole shards, node cache, read-ahead)")):
+        lines.append(f"  {name}")
+        for workers in (0, n):
+            local, s3 = results[f"local_{kind}_{workers}w"], results[f"s3_{kind}_{workers}w"]
+            lines.append(f"    {kind:8s} {workers:3d}   | {local['samples_per_s']:15.1f} | "
+                         f"{s3['samples_per_s']:12.1f} | x{s3['samples_per_s'] / local['samples_per_s']:7.2f} | "
+                         f"{s3['first_batch_s']:12.2f} s | "
+                         f"{s3['gets_per_sample']:17.3f} | {s3['hit_rate']:9.1%}")
+    meta = results[f"s3_windowed_{n}w"]["metadata_gets"]
+    lines.append(f"  (plus {meta} one-time GETs per stream for the manifest and the index sidecars)")
+    for nodes in (1, 2, 4):
+        ratios = results[f"fetch_{nodes}_nodes"]
+        lines.append(f"  {nodes} node(s): bytes fetched per node in one epoch / (data set / nodes): "
+                     + ", ".join(f"{r:.2f}" for r in ratios))
+    scale = results["nsynth_scale"]
+    lines.append("  at NSynth scale (289,205 samples, shards of 256), from the order alone:")
+    for label in ("windowed", "global"):
+        q = scale[f"{label}_quality"]
+        lines.append(f"    {scale[f'{label}_describe']:38s} a shard's samples spread over {q['shard_spread_mean']:.1%} "
+                     f"of the epoch (mean; max {q['shard_spread_max']:.1%}); {q['batch_shards_mean']:.0f} distinct "
+                     f"shards per batch of 256 (max {q['batch_same_shard_max']:.0f} samples of one shard)")
+    lines.append("    max bytes fetched per node / (data set / nodes), nodes = "
+                 + " ".join(f"{x:>5d}" for x in scale["nodes"]))
+    for label in ("windowed", "global"):
+        for batch in (256, 240):
+            lines.append(f"      {label:8s} G={batch}:" + " " * 31
+                         + " ".join(f"{x:5.2f}" for x in scale[f"{label}_fetch_G{batch}"]))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

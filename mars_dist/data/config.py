@@ -1,8 +1,12 @@
-"""Streaming loader settings."""
+"""Streaming loader settings (docs/data.md, "Stream"); each nested section lives next to its code."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Dict
+
+from mars_dist.data.order import OrderConfig
+from mars_dist.data.retry import RetryConfig
+from mars_dist.data.shard_cache import CacheConfig
 
 
 @dataclass
@@ -14,3 +18,7 @@ class DataConfig:
     num_workers: int = 0
     seed: int = 0
     storage_options: Dict[str, Any] = field(default_factory=dict)  # fsspec/s3fs options (endpoint_url, key, ...)
+    order: OrderConfig = field(default_factory=OrderConfig)  # sample order (mars_dist/data/order.py)
+    cache: CacheConfig = field(default_factory=CacheConfig)  # node-local shard cache for s3:// shards
+    retry: RetryConfig = field(default_factory=RetryConfig)  # retries of S3 reads
+    ranks_per_node: int = 0  # ranks sharing a host and its shard cache; 0 = the launcher's LOCAL_WORLD_SIZE

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.data import fs
+from mars_dist.data.remote import RemoteShardSet
 
 FORMAT = "mars_dist.shards/1"
 MANIFEST_NAME = "manifest.json"
@@ -38,14 +39,26 @@ def manifest_url(url: str) -> str:
     return url if url.endswith(".json") else fs.join(url, MANIFEST_NAME)
 
 
-def read_manifest(url: str, storage_options: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """The validated manifest of the shard set at `url` (folder, s3:// prefix, or the manifest file)."""
+def read_manifest(url: str, storage_options: Optional[Mapping[str, Any]] = None,
+                  remote: Optional[RemoteShardSet] = None) -> Dict[str, Any]:
+    """The validated manifest of the shard set at `url` (folder, s3:// prefix, or the manifest file).
+
+    With `remote` (the shard set's RemoteShardSet), an S3 read is retried under its policy.
+    """
     path = manifest_url(url)
-    if not fs.exists(path, storage_options):
-        raise ManifestError(f"{path}: no manifest. Either nothing was sharded here or sharding did not finish "
+    missing = ManifestError(f"{path}: no manifest. Either nothing was sharded here or sharding did not finish "
                             "(the manifest is written last); run data_tools.shard again to complete it")
+    if remote is not None and fs.is_s3(url) and not url.endswith(".json"):
+        try:
+            blob = remote.read(MANIFEST_NAME)
+        except FileNotFoundError:
+            raise missing from None
+    else:
+        if not fs.exists(path, storage_options):
+            raise missing
+        blob = fs.read_bytes(path, storage_options)
     try:
-        manifest = json.loads(fs.read_bytes(path, storage_options))
+        manifest = json.loads(blob)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
     validate_manifest(manifest, path)

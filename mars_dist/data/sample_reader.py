@@ -1,9 +1,10 @@
 """Random access to single samples of a shard set, through the index sidecars' byte ranges.
 
-A sample is one byte-range read of its tar (one ranged GET on S3), parsed by webdataset's tar
-iterator and decoded by webdataset's decoder. Random access is what lets the stream's order be a
-global permutation that is a pure function of (seed, epoch, position), independent of how shards
-fall onto ranks and workers (see docs/data.md, "Stream").
+A sample is one byte range of its tar, parsed by webdataset's tar iterator and decoded by
+webdataset's decoder. Where the bytes come from is a source (mars_dist.data.shard_source): the
+local folder, one ranged GET per sample on S3, or a whole shard in the node's cache. Random access
+is what lets the stream's order be a pure function of (seed, epoch, position), independent of
+how shards fall onto ranks and workers (see docs/data.md, "Stream").
 """
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from mars_dist.data import fs as storage
+from mars_dist.data.remote import RemoteShardSet
+from mars_dist.data.retry import RetryConfig
+from mars_dist.data.shard_source import direct_source
 
 LABEL_FIELDS = ("pitch", "velocity", "instrument_family", "instrument_source", "instrument")
 _MEMBERS = ("cmx.npy", "json")  # the optional .flac is not needed for training and is not decoded
@@ -43,21 +47,33 @@ class ShardIndex:
         return len(self.keys_N)
 
     @classmethod
-    def load(cls, url: str, manifest: Dict[str, Any], storage_options: Optional[Dict[str, Any]]) -> "ShardIndex":
-        """Read every shard's index sidecar (concurrently on S3) and check it against the manifest."""
+    def load(cls, url: str, manifest: Dict[str, Any], storage_options: Optional[Dict[str, Any]],
+             remote: Optional[RemoteShardSet] = None) -> "ShardIndex":
+        """Read every shard's index sidecar and check it against the manifest.
+
+        On S3 the sidecars are fetched concurrently and retried (through `remote` if given).
+        """
         shards = manifest["shards"]
         if not shards:
             raise ShardFormatError(f"{storage.join(url, 'manifest.json')}: lists no shards")
-        fs, root = storage.url_to_fs(url, storage_options)
-        paths = [f"{root}/{s['index']}" for s in shards]
-        blobs = fs.cat(paths, on_error="return")
+        names = [s["index"] for s in shards]
+        if storage.is_s3(url):
+            try:
+                blobs = (remote or RemoteShardSet(url, storage_options, RetryConfig())).read_many(names)
+            except FileNotFoundError as exc:
+                raise ShardFormatError(f"cannot read an index sidecar: {exc}") from exc
+        else:
+            blobs = []
+            for name in names:
+                try:
+                    with open(os.path.join(url, name), "rb") as f:
+                        blobs.append(f.read())
+                except OSError as exc:
+                    raise ShardFormatError(f"{storage.join(url, name)}: cannot read the index sidecar: {exc}") from exc
         keys: List[str] = []
         shard_ids, ranges = [], []
-        for shard_id, (shard, path) in enumerate(zip(shards, paths)):
+        for shard_id, (shard, blob) in enumerate(zip(shards, blobs)):
             where = storage.join(url, shard["index"])
-            blob = blobs.get(path)
-            if not isinstance(blob, bytes):
-                raise ShardFormatError(f"{where}: cannot read the index sidecar of {shard['name']}: {blob!r}")
             sidecar = json.loads(blob)
             n = int(shard["num_samples"])
             if len(sidecar.get("keys", ())) != n or len(sidecar.get("ranges", ())) != n:
@@ -75,35 +91,29 @@ class SampleReader(torch.utils.data.Dataset):
 
     `with_audio=True` also decodes the stored original note ("audio": float32 [num_samples]),
     for evaluation against the real waveform; the shard set must have been written --with-audio.
-    The filesystem is opened lazily in each process that reads (DataLoader workers included),
-    never inherited through fork: s3fs clients are not fork-safe.
+    `source` (mars_dist.data.shard_source) says where the bytes come from; by default straight
+    from `url` (local reads, or one ranged GET per sample on S3). Sources open files and
+    filesystems lazily in each process that reads (DataLoader workers included), never inherited
+    through fork: s3fs clients are not fork-safe.
     """
 
     def __init__(self, url: str, storage_options: Optional[Dict[str, Any]], index: ShardIndex,
-                 cmx_shape: Sequence[int], with_audio: bool = False):
+                 cmx_shape: Sequence[int], with_audio: bool = False, source=None):
         self.url = url
-        self.storage_options = dict(storage_options or {})
         self.index = index
         self.cmx_shape = tuple(cmx_shape)
         self.members = _MEMBERS + ((AUDIO_MEMBER,) if with_audio else ())
         self._decode = wds.autodecode.Decoder([], only=list(_MEMBERS))
-        self._fs, self._root, self._fs_pid = None, None, None
+        self.source = source or direct_source(url, storage_options, [{"name": n} for n in index.shard_names])
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _filesystem(self):
-        if self._fs_pid != os.getpid():
-            self._fs, self._root = storage.url_to_fs(self.url, self.storage_options)
-            self._fs_pid = os.getpid()
-        return self._fs, self._root
-
     def __getitem__(self, i: int) -> Dict[str, Any]:
-        fs, root = self._filesystem()
-        shard = self.index.shard_names[self.index.shard_of_N[i]]
+        shard_id = int(self.index.shard_of_N[i])
         start, end = (int(v) for v in self.index.range_N2[i])
-        where = f"{storage.join(self.url, shard)} bytes [{start}, {end})"
-        blob = fs.cat_file(f"{root}/{shard}", start=start, end=end)
+        where = f"{self.source.where(shard_id)} bytes [{start}, {end})"
+        blob = self.source.read(shard_id, start, end)
         members = ({**m, "__url__": where} for m in tar_file_iterator(
             io.BytesIO(blob), select_files=lambda name: name.endswith(self.members)))
         samples = list(group_by_keys(members))
