@@ -8,10 +8,10 @@ and (--s3) the loader on S3 with per-sample reads against whole shards in a node
 
 Measured side by side in one run, every process using one thread (parallelism comes from
 processes, as in production):
-- sharding: notes/s of data_tools.shard with 1 process and with `--workers` processes, end to
-  end and net of the fixed cost (pool start-up, completeness check) that an immediate re-run of
-  the finished set measures — small sets do not amortise the start-up; the fork server the
-  workers come from is started once beforehand and timed separately;
+- sharding: notes/s of `python -m data_tools.shard` (run as the command a user types) with 1
+  process and with `--workers` processes, end to end and net of the fixed cost (interpreter and
+  pool start-up, completeness check) that an immediate re-run of the finished set measures —
+  small sets do not amortise the start-up;
 - bytes per note of the shards (CMX float16 + labels; `--with-audio` adds the FLAC);
 - loading: samples/s of ElasticStream (mars_dist.data.stream) over the local shards with 0 and
   `--workers` DataLoader workers, against the same DataLoader decoding each note from its wav
@@ -46,25 +46,29 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 
 import torch
 
-from data_tools.nsynth import load_note, read_examples
-from data_tools.shard import default_workers, shard_nsynth, worker_context
-from data_tools.synthetic import write_synthetic_nsynth
+import numpy as np
+import soundfile as sf
+
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
+from mars_dist.bench.synthetic_set import run_tool
+from mars_dist.data.manifest import read_manifest
 from mars_dist.data.locality import node_fetch_bytes, shuffle_quality
 from mars_dist.data.order import OrderConfig, build_order
 from mars_dist.data.shard_cache import CacheConfig
 from mars_dist.data.stream import ElasticStream
 
-LABEL_FIELDS = ("pitch", "velocity", "instrument_family", "instrument_source", "instrument")
+from mars_dist.labels import SAMPLE_FIELDS
 
 
 class OnTheFlyNotes(torch.utils.data.Dataset):
     """The baseline sharding replaces: each note read from its wav and transformed when it is needed."""
 
     def __init__(self, nsynth_root: str, split: str, audio_cfg: AudioConfig):
-        self.root, self.split, self.audio_cfg = nsynth_root, split, audio_cfg
-        self.entries = read_examples(nsynth_root, split)
+        self.folder = os.path.join(nsynth_root, f"nsynth-{split}")
+        with open(os.path.join(self.folder, "examples.json")) as f:
+            self.entries = sorted(json.load(f).items())
+        self.audio_cfg = audio_cfg
         self._frontend: Optional[AudioFrontend] = None
 
     def __len__(self) -> int:
@@ -73,9 +77,10 @@ class OnTheFlyNotes(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Dict[str, Any]:
         if self._frontend is None:
             self._frontend = AudioFrontend(self.audio_cfg)
-        entry = self.entries[i]
-        x_CHW = self._frontend.wave_to_cmx(load_note(self.root, self.split, entry))
-        return {"cmx": x_CHW.half().float(), **{f: getattr(entry, f) for f in LABEL_FIELDS}}
+        note_str, labels = self.entries[i]
+        wave, _ = sf.read(os.path.join(self.folder, "audio", f"{note_str}.wav"), dtype="float32")
+        x_CHW = self._frontend.wave_to_cmx(torch.from_numpy(np.ascontiguousarray(wave)))
+        return {"cmx": x_CHW.half().float(), **{f: labels[f] for f in SAMPLE_FIELDS}}
 
 
 def _one_thread_per_worker(_: int) -> None:
@@ -114,21 +119,22 @@ def bench_on_the_fly(nsynth_root: str, split: str, audio_cfg: AudioConfig, batch
     return _timed_samples(endless(), steps, batch)
 
 
-def bench_sharding(nsynth_root: str, split: str, out: str, audio_cfg: AudioConfig, workers: int, shard_size: int,
+def bench_sharding(nsynth_root: str, split: str, out: str, workers: int, shard_size: int,
                    with_audio: bool) -> Dict[str, Any]:
     """End-to-end notes/s, and notes/s net of the fixed cost that a re-run of the finished set measures
     (pool start-up + reading examples.json + checking every shard's sha256)."""
     def timed_run() -> tuple:
         start = time.perf_counter()
-        manifest = shard_nsynth(nsynth_root, split, out, audio_cfg, shard_size=shard_size, workers=workers,
-                                with_audio=with_audio, progress=False)
-        return manifest, time.perf_counter() - start
+        run_tool(["data_tools.shard", "--nsynth-root", nsynth_root, "--split", split, "--out", out,
+                  "--shard-size", str(shard_size), "--workers", str(workers), *(["--with-audio"] if with_audio else [])])
+        return read_manifest(out, None), time.perf_counter() - start
 
     manifest, elapsed = timed_run()
     _, rerun = timed_run()
     notes = manifest["num_samples"]
     return {"notes": notes, "seconds": elapsed, "rerun_seconds": rerun, "notes_per_s": notes / elapsed,
-            "net_notes_per_s": notes / max(elapsed - rerun, 1e-9),
+            # Net of the fixed cost only when the notes took a measurable share of the run.
+            "net_notes_per_s": notes / (elapsed - rerun) if elapsed - rerun > 0.1 * elapsed else None,
             "bytes_per_note": sum(s["bytes"] for s in manifest["shards"]) / notes}
 
 
@@ -141,19 +147,15 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         root, split = os.path.join(work, "nsynth"), "train"
         if not os.path.isfile(os.path.join(root, "nsynth-train", "examples.json")):
             print(f"generating {args.notes} synthetic notes in {root} (not timed)", flush=True)
-            write_synthetic_nsynth(root, [("train", args.notes)], seed=0)
+            run_tool(["data_tools.synthetic", "--out", root, "--split", f"train:{args.notes}", "--seed", "0"])
 
     results: Dict[str, Any] = {"workers": args.workers, "batch": args.batch, "shard_size": args.shard_size}
-    start = time.perf_counter()
-    with worker_context().Pool(args.workers) as pool:  # starts the fork server once, timed apart
-        pool.map(abs, range(args.workers))
-    results["worker_server_start_s"] = time.perf_counter() - start
     for label, workers in (("1_process", 1), (f"{args.workers}_processes", args.workers)):
         out = os.path.join(work, f"shards-{label}")
-        results[f"shard_{label}"] = bench_sharding(root, split, out, audio_cfg, workers, args.shard_size,
+        results[f"shard_{label}"] = bench_sharding(root, split, out, workers, args.shard_size,
                                                    args.with_audio)
         print(f"sharding, {label:>12}: {results[f'shard_{label}']['notes_per_s']:8.1f} notes/s end to end, "
-              f"{results[f'shard_{label}']['net_notes_per_s']:8.1f} net of fixed costs", flush=True)
+              f"{_rate(results[f'shard_{label}']['net_notes_per_s'])} net of fixed costs", flush=True)
     shards = os.path.join(work, "shards-1_process")
     notes = results["shard_1_process"]["notes"]
     steps = max(1, min(args.steps, notes // args.batch - 1))
@@ -166,9 +168,17 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         print(f"loading, {workers} workers: shards {results[f'stream_{workers}_workers']['samples_per_s']:8.1f} "
               f"samples/s, on the fly {results[f'on_the_fly_{workers}_workers']['samples_per_s']:8.1f} samples/s "
               f"-> x{ratio:.2f}", flush=True)
-    results["sharding_speedup"] = (results[f"shard_{args.workers}_processes"]["net_notes_per_s"]
-                                   / results["shard_1_process"]["net_notes_per_s"])
+    one, many = (results[f"shard_{k}"]["net_notes_per_s"] for k in ("1_process", f"{args.workers}_processes"))
+    results["sharding_speedup"] = many / one if one and many else None
     return results
+
+
+def _rate(value: Optional[float]) -> str:
+    return f"{value:8.1f}" if value is not None else "     n/a (too few notes to amortise the start-up; use --notes)"
+
+
+def _ratio(value: Optional[float]) -> str:
+    return f"x{value:.2f}" if value is not None else "n/a"
 
 
 def format_table(results: Dict[str, Any]) -> str:
@@ -178,11 +188,10 @@ def format_table(results: Dict[str, Any]) -> str:
         f"data benchmark: {s1['notes']} notes, shard size {results['shard_size']}, batch {results['batch']}, "
         f"{n} workers, one thread per process",
         f"  sharding   1 process : {s1['notes_per_s']:8.1f} notes/s end to end ({s1['seconds']:.1f} s); "
-        f"{s1['net_notes_per_s']:8.1f} net of the {s1['rerun_seconds']:.1f} s a finished re-run takes",
+        f"{_rate(s1['net_notes_per_s'])} net of the {s1['rerun_seconds']:.1f} s a finished re-run takes",
         f"  sharding {n:3d} processes: {sn['notes_per_s']:8.1f} notes/s end to end ({sn['seconds']:.1f} s); "
-        f"{sn['net_notes_per_s']:8.1f} net of the {sn['rerun_seconds']:.1f} s a finished re-run takes "
-        f"(pool start-up); speed-up x{results['sharding_speedup']:.2f} net",
-        f"  (the shard workers' fork server started once beforehand in {results['worker_server_start_s']:.1f} s)",
+        f"{_rate(sn['net_notes_per_s'])} net of the {sn['rerun_seconds']:.1f} s a finished re-run takes "
+        f"(pool start-up); speed-up net: {_ratio(results['sharding_speedup'])}",
         f"  bytes per note       : {s1['bytes_per_note']:10.0f}",
     ]
     for workers in (0, n):
@@ -207,7 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0, help="--s3: added before each S3 response")
     parser.add_argument("--repeats", type=int, default=2, help="--s3: runs per configuration, the fastest kept")
     parser.add_argument("--bandwidth-mb-s", type=float, default=0.0, help="--s3: cap per connection (0 = none)")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="processes / DataLoader workers")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes / DataLoader workers")
     parser.add_argument("--with-audio", action="store_true", help="shards also hold FLAC audio")
     parser.add_argument("--work", default=None, help="working folder (default: a new temporary folder)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -286,9 +295,11 @@ def run_s3(args: argparse.Namespace) -> Dict[str, Any]:
         root, split = os.path.join(work, "nsynth"), "train"
         if not os.path.isfile(os.path.join(root, "nsynth-train", "examples.json")):
             print(f"generating {args.notes} synthetic notes in {root} (not timed)", flush=True)
-            write_synthetic_nsynth(root, [("train", args.notes)], seed=0)
+            run_tool(["data_tools.synthetic", "--out", root, "--split", f"train:{args.notes}", "--seed", "0"])
     local = os.path.join(work, "shards")
-    manifest = shard_nsynth(root, split, local, audio_cfg, shard_size=args.shard_size, workers=1, progress=False)
+    run_tool(["data_tools.shard", "--nsynth-root", root, "--split", split, "--out", local,
+              "--shard-size", str(args.shard_size), "--workers", "1"])
+    manifest = read_manifest(local, None)
     dataset_bytes = sum(s["bytes"] for s in manifest["shards"])
     for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"),
                         ("AWS_DEFAULT_REGION", "us-east-1")):
