@@ -9,6 +9,7 @@ import torch
 
 from mars_dist.config import load_config
 from mars_dist.engine.checkpoint import committed_checkpoints, read_train_state
+from mars_dist.engine.metrics import console_line
 from mars_dist.engine.trainer import NonFiniteLossError
 from tests.toy_task import assert_bit_identical, run_toy
 
@@ -59,6 +60,20 @@ def test_keep_last_n_and_outputs(tiny_shards, tmp_path, capsys):
     assert traces and json.loads(traces[0].read_text())["traceEvents"]
     out = capsys.readouterr().out
     assert "samples/s" in out and "data" in out and "peak mem" in out
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 6)), "one metrics.jsonl line per logged step"
+    assert all("loss/regression" in line and "perf/step_s" in line and line["lr/regressor"] > 0 for line in lines)
+
+
+def test_console_line_keeps_what_a_person_watches():
+    figures = {"loss/recon_l2": 0.0123, "loss/vq": 0.5, **{f"codebook/usage_s{k}": 0.9 for k in range(10)},
+               **{f"scale/ce_s{k}": 3.0 for k in range(10)}, "grad_norm/tokenizer": 1.5,
+               "lr/tokenizer": 2e-4, "lr/discriminator": 1e-4, "perf/step_s": 0.25, "perf/data_wait_s": 0.01,
+               "perf/compute_s": 0.24, "perf/samples_per_s": 64.0, "perf/peak_memory_gib": 1.5}
+    line = console_line(200, 800, figures)
+    assert line == ("step 200/800 | recon_l2=0.0123 vq=0.5 | lr tokenizer=2.00e-04 discriminator=1.00e-04 | "
+                    "64 samples/s | step 250 ms (data 10 ms) | peak mem 1.50 GiB | ETA 2m30s")
+    assert "ETA" not in console_line(800, 800, figures) and len(line) < 160
 
 
 def test_wandb_offline_run_keeps_its_id_across_resume(tiny_shards, tmp_path):

@@ -26,6 +26,7 @@ class Backend(ABC):
         self.device = torch.device("cpu")
         self.grad_accum = 1
         self.micro_batch = 1
+        self._schedules: Dict[str, Any] = {}  # trained model -> its LrSchedule (backends fill it in prepare)
 
     @property
     def is_main(self) -> bool:
@@ -67,6 +68,15 @@ class Backend(ABC):
     @abstractmethod
     def full_state_dict(self, name: str) -> Dict[str, torch.Tensor]:
         """Consolidated fp32 weights of `name` on CPU (complete on rank 0). Collective."""
+
+    @abstractmethod
+    def full_optimizer_state(self, name: str) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Consolidated optimizer state of `name` per parameter name ({fqn: {"exp_avg": ..., ...}}) on
+        CPU, complete on rank 0; parameters that never stepped have none. Collective."""
+
+    def learning_rates(self) -> Dict[str, float]:
+        """The lr of each trained model's first param group for the coming optimizer step (for logs)."""
+        return {name: schedule.base_lrs[0] * schedule.factor() for name, schedule in self._schedules.items() if schedule.base_lrs}
 
     # --- collectives used by the loop (no-ops in one process) ---
     def all_reduce_mean(self, values: torch.Tensor) -> torch.Tensor:

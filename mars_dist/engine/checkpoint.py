@@ -32,6 +32,7 @@ import torch
 from mars_dist.io.atomic import atomic_write_bytes, atomic_write_text
 from mars_dist.engine.backend import Backend
 from mars_dist.engine.rng import capture_rng_state
+from mars_dist.errors import UserValueError
 
 COMMITTED = "COMMITTED"
 TRAIN_STATE = "train_state.json"
@@ -44,8 +45,11 @@ _STEP_DIR = re.compile(r"^step-(\d{8})$")
 PAUSE_ENV = "MARS_DIST_CHECKPOINT_PAUSE"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, uncommitted, or not readable; the message names the folder."""
+class CheckpointError(UserValueError):
+    """A checkpoint that is missing, uncommitted, or not readable; the message names the folder.
+
+    A user's mistake (a wrong --resume path, a checkpoint of another run), so the command lines
+    print it as one `prog: error:` line."""
 
 
 def step_dir_name(step: int) -> str:

@@ -83,6 +83,24 @@ def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum over ranks (of a copy; the input is left unchanged; `values` itself without a group)."""
+    if not is_initialized():
+        return values
+    out = values.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def broadcast_tensor(values: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Rank `src`'s `values` on every rank (a copy; the input is left unchanged; `values` itself without a group)."""
+    if not is_initialized():
+        return values
+    out = values.detach().clone().contiguous()
+    dist.broadcast(out, src=src)
+    return out
+
+
 def barrier() -> None:
     if is_initialized():
         dist.barrier()

@@ -6,6 +6,7 @@ MFU = achieved model FLOP/s / peak FLOP/s of the devices. The achieved figure co
 """
 from __future__ import annotations
 
+import json
 import re
 import resource
 import sys
@@ -114,6 +115,34 @@ def _task_key(name: str) -> str:
     return name if "/" in name else f"loss/{name}"
 
 
+METRICS_FILE = "metrics.jsonl"  # in run_dir: every logged figure, one JSON object per report (rank 0)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def console_line(step: int, max_steps: int, figures: Dict[str, float]) -> str:
+    """step, the loss terms, lr, throughput, step time and data wait, memory, ETA: one short line.
+
+    Per-scale and per-code figures (codebook/..., scale/...) and grad norms stay in wandb and
+    metrics.jsonl; a task's loss terms are the values it logs under loss/ (or bare names)."""
+    losses = " ".join(f"{k[len('loss/'):]}={v:.4g}" for k, v in figures.items() if k.startswith("loss/"))
+    lrs = [(k[len("lr/"):], v) for k, v in figures.items() if k.startswith("lr/")]
+    lr = (f" | lr {lrs[0][1]:.2e}" if len(lrs) == 1 else
+          " | lr " + " ".join(f"{name}={v:.2e}" for name, v in lrs) if lrs else "")
+    mfu = f" mfu={figures['perf/mfu']:.1%}" if "perf/mfu" in figures else ""
+    eta = ""
+    if max_steps > step and figures["perf/step_s"] > 0:
+        eta = f" | ETA {_duration((max_steps - step) * figures['perf/step_s'])}"
+    progress = f"{step}/{max_steps}" if max_steps else f"{step}"
+    return (f"step {progress} | {losses}{lr} | {figures['perf/samples_per_s']:.4g} samples/s{mfu} | "
+            f"step {figures['perf/step_s'] * 1e3:.0f} ms (data {figures['perf/data_wait_s'] * 1e3:.0f} ms) | "
+            f"peak mem {figures['perf/peak_memory_gib']:.2f} GiB{eta}")
+
+
 class MetricsLogger:
     """Accumulates per-step figures over a `log_every` window and reports their means on rank 0.
 
@@ -131,6 +160,8 @@ class MetricsLogger:
         tokens_per_sample: int,
         peak_flops_per_device: Optional[float],
         device: torch.device,
+        max_steps: int = 0,
+        metrics_file: Optional[Path] = None,
     ):
         self.is_main = is_main
         self.log_every = max(1, log_every)
@@ -140,6 +171,8 @@ class MetricsLogger:
         self.tokens_per_sample = tokens_per_sample
         self.peak_flops = peak_flops_per_device * world_size if peak_flops_per_device else None
         self.device = device
+        self.max_steps = max_steps
+        self.metrics_file = Path(metrics_file) if metrics_file is not None and is_main else None
         self._wandb_run = None
         self._reset_window()
 
@@ -148,6 +181,7 @@ class MetricsLogger:
         self._data_s = 0.0
         self._compute_s = 0.0
         self._sums: Dict[str, tuple[float, int]] = {}  # key -> (sum, count)
+        self._lrs: Dict[str, float] = {}  # the window's last lr per trained model
 
     def start_wandb(self, project: str, mode: str, run_dir: Path, run_id: str, config: Dict[str, Any]) -> None:
         if not self.is_main or mode == "disabled":
@@ -162,7 +196,7 @@ class MetricsLogger:
         )
 
     def record_step(self, step: int, losses: Dict[str, float], grad_norms: Dict[str, float], data_s: float,
-                    compute_s: float, skipped: bool = False) -> None:
+                    compute_s: float, skipped: bool = False, lrs: Optional[Dict[str, float]] = None) -> None:
         """`step` is the number of steps completed; reports when it is a multiple of log_every.
 
         A skipped (non-finite) step counts for time but not for the loss means: it is logged on
@@ -173,6 +207,7 @@ class MetricsLogger:
         self._steps += 1
         self._data_s += data_s
         self._compute_s += compute_s
+        self._lrs = dict(lrs or {})
         if not skipped:
             named = {**{_task_key(k): v for k, v in losses.items()}, **{f"grad_norm/{k}": v for k, v in grad_norms.items()}}
             for key, value in named.items():
@@ -187,6 +222,7 @@ class MetricsLogger:
         step_s = (self._data_s + self._compute_s) / steps
         samples_per_s = self.global_batch / step_s if step_s > 0 else 0.0
         out = {key: total / count for key, (total, count) in self._sums.items()}
+        out.update({f"lr/{name}": lr for name, lr in self._lrs.items()})
         out.update({
             "perf/step_s": step_s,
             "perf/data_wait_s": self._data_s / steps,
@@ -202,17 +238,20 @@ class MetricsLogger:
         return out
 
     def _report(self, step: int) -> None:
+        """Everything goes to wandb and run_dir/metrics.jsonl; the console gets what a person watches."""
         figures = self.summary()
         self.log(step, figures)
-        losses = " ".join(f"{k}={v:.4g}" for k, v in figures.items() if not k.startswith(("perf/", "grad_norm/")))
-        mfu = f" mfu={figures['perf/mfu']:.1%}" if "perf/mfu" in figures else ""
-        tokens = f" tok/s={figures['perf/tokens_per_s']:.4g}" if "perf/tokens_per_s" in figures else ""
-        self.console(
-            f"step {step} | {losses} | {figures['perf/samples_per_s']:.4g} samples/s{tokens}{mfu} | "
-            f"step {figures['perf/step_s'] * 1e3:.0f} ms (data {figures['perf/data_wait_s'] * 1e3:.0f} ms) | "
-            f"peak mem {figures['perf/peak_memory_gib']:.2f} GiB"
-        )
+        self._append_metrics_line(step, figures)
+        self.console(console_line(step, self.max_steps, figures))
         self._reset_window()
+
+    def _append_metrics_line(self, step: int, figures: Dict[str, float]) -> None:
+        """One JSON object per report. A resumed run appends: for a step logged twice the last line wins."""
+        if self.metrics_file is None:
+            return
+        self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps({"step": step, "time": round(time.time(), 3), **figures}) + "\n")
 
     def log(self, step: int, items: Dict[str, Any]) -> None:
         if self._wandb_run is not None and items:

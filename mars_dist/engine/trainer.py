@@ -26,7 +26,7 @@ from mars_dist.engine.checkpoint import (
     rng_file_name,
     step_dir_name,
 )
-from mars_dist.engine.metrics import MetricsLogger, ProfilerWindow, device_peak_flops
+from mars_dist.engine.metrics import METRICS_FILE, MetricsLogger, ProfilerWindow, device_peak_flops
 from mars_dist.engine.preemption import PreemptionWatcher
 from mars_dist.engine.rng import deterministic_mode, rank_seed, restore_rng_state, seed_everything
 from mars_dist.engine.task import Models, Task
@@ -97,6 +97,8 @@ class Trainer:
             tokens_per_sample=task.tokens_per_sample(),
             peak_flops_per_device=device_peak_flops(backend.device, cfg.logging.peak_tflops),
             device=backend.device,
+            max_steps=cfg.train.max_steps,
+            metrics_file=self.run_dir / METRICS_FILE,
         )
 
     # ------------------------------------------------------------------ the loop
@@ -120,7 +122,8 @@ class Trainer:
                     self.step += 1
                     self.samples_seen += self.global_batch
                     self.logger.record_step(self.step, result.losses, result.grad_norms, compute_start - wait_start,
-                                            time.perf_counter() - compute_start, skipped=result.skipped)
+                                            time.perf_counter() - compute_start, skipped=result.skipped,
+                                            lrs=self.backend.learning_rates())
                     if trace:
                         self.logger.console(f"profiler trace written to {trace}")
                     if result.preempt:

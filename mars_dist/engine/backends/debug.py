@@ -144,5 +144,12 @@ class DebugBackend(TorchDistributedCollectives, Backend):
             for key, value in self._modules[name].state_dict().items()
         }
 
+    def full_optimizer_state(self, name: str) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Every rank holds the whole optimizer (data parallel), so this is its state by parameter name."""
+        optimizer = self._optimizer(name)
+        names = {p: fqn for fqn, p in self._modules[name].named_parameters()}
+        return {names[p]: {k: (v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v) for k, v in state.items()}
+                for p, state in optimizer.state.items()}
+
     def shutdown(self) -> None:
         distributed.destroy()

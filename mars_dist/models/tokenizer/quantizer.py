@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from mars_dist.engine import distributed
 from mars_dist.models.full_params import full_tensors
 
 Scale = Tuple[int, int]
@@ -265,10 +265,7 @@ class MultiScaleQuantizer(nn.Module):
         lookup where the data is. Returns how many codes were replaced (the same on every rank)."""
         if self.dead_code_steps <= 0:
             return 0
-        hits_V = self.code_hits.clone()
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if distributed:
-            dist.all_reduce(hits_V)
+        hits_V = distributed.all_reduce_sum(self.code_hits.clone())  # code_hits is zeroed next
         self.code_hits.zero_()
         self.steps_unused.copy_(torch.where(hits_V > 0, torch.zeros_like(self.steps_unused), self.steps_unused + 1))
         dead_V = self.steps_unused >= self.dead_code_steps
@@ -277,9 +274,7 @@ class MultiScaleQuantizer(nn.Module):
         if num_dead == 0 or filled == 0:
             return 0
         pick = torch.randint(0, filled, (num_dead,), device=self.recent_residuals.device)
-        new_nC = self.recent_residuals[pick].clone()
-        if distributed:
-            dist.broadcast(new_nC, src=0)
+        new_nC = distributed.broadcast_tensor(self.recent_residuals[pick], src=0)
         with full_tensors([self.codebook.weight], writeback=True) as (weight_VC,):
             weight_VC[dead_V.to(weight_VC.device)] = new_nC.to(weight_VC.dtype).to(weight_VC.device)
         self.steps_unused[dead_V] = 0
