@@ -22,6 +22,7 @@ from mars_dist.engine import distributed
 from mars_dist.engine.backends import backend_class
 from mars_dist.engine.checkpoint import CheckpointError, committed_checkpoints, is_committed, read_train_state
 from mars_dist.engine.rng import seed_everything
+from mars_dist.engine.task import trained_names
 from mars_dist.errors import UserFileNotFoundError, UserValueError
 from mars_dist.io.exports import WEIGHTS_FILE, CONFIG_JSON, upgrade_run_config, write_export
 from mars_dist.tasks.registry import resolve
@@ -40,7 +41,7 @@ def export_checkpoint(checkpoint_dir: Path, model: Optional[str], out_dir: Path)
     task = resolve(cfg.task).task_class(cfg, state["data_info"])
     seed_everything(cfg.seed)
     specs = task.build_models()
-    trained = [name for name, spec in specs.items() if spec.optimizer is not None]
+    trained = trained_names(specs)
     if model is None and len(trained) != 1:
         raise UserValueError(f"{checkpoint_dir}: the {cfg.task} task has models {', '.join(specs)}; choose one with --model")
     model = model or trained[0]

@@ -72,6 +72,7 @@ def worker(args: argparse.Namespace) -> None:
     from mars_dist.config import load_config
     from mars_dist.data.stream import split_global_batch
     from mars_dist.engine.backends import build_backend
+    from mars_dist.engine.task import trained_names
     from mars_dist.tasks.registry import task_class
 
     cfg = load_config(args.config, args.overrides + BENCH_OVERRIDES + VARIANTS[args.variant])
@@ -80,7 +81,7 @@ def worker(args: argparse.Namespace) -> None:
     task = task_class(cfg.task)(cfg, {"cmx_shape": frontend.cmx_shape, "audio": frontend.describe()})
     micro_batch, grad_accum = split_global_batch(cfg.data.batch_size, backend.world_size, cfg.data.micro_batch_size)
     specs = task.build_models()
-    trained = [name for name, spec in specs.items() if spec.optimizer is not None]
+    trained = trained_names(specs)
     params_m = {name: sum(p.numel() for p in specs[name].module.parameters()) / 1e6 for name in trained}  # before sharding
     models = backend.prepare(specs, micro_batch, grad_accum)
     ckpt = Path(args.ckpt)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -26,6 +26,15 @@ class ModelSpec:
     module: nn.Module
     optimizer: Optional[OptimizerFactory] = None
     lr_multiplier: Optional[Callable[[int], float]] = None  # step -> factor on the optimizer's base lr
+
+    @property
+    def trained(self) -> bool:
+        return self.optimizer is not None
+
+
+def trained_names(specs: Dict[str, ModelSpec]) -> List[str]:
+    """The models of `specs` that have an optimizer, in the task's order (the others are frozen)."""
+    return [name for name, spec in specs.items() if spec.trained]
 
 
 class Models(Mapping[str, nn.Module]):

@@ -29,7 +29,7 @@ from mars_dist.engine.checkpoint import (
 from mars_dist.engine.metrics import METRICS_FILE, MetricsLogger, ProfilerWindow, device_peak_flops
 from mars_dist.engine.preemption import PreemptionWatcher
 from mars_dist.engine.rng import deterministic_mode, rank_seed, restore_rng_state, seed_everything
-from mars_dist.engine.task import Models, Task
+from mars_dist.engine.task import Models, Task, trained_names
 
 PREEMPTED_MARKER = "PREEMPTED"  # in run_dir: the last run stopped for preemption (launchers may requeue)
 # Per-shard lists of the manifest are not needed to rebuild a task's models (export, sampling).
@@ -174,7 +174,7 @@ class Trainer:
         cfg, backend = self.cfg, self.backend
         seed_everything(cfg.seed)  # identical initial weights on every rank
         specs = self.task.build_models()
-        self.trained = [name for name, spec in specs.items() if spec.optimizer is not None]
+        self.trained = trained_names(specs)
         if not self.trained:
             raise ValueError(f"task {cfg.task!r} builds no model with an optimizer: nothing to train")
         self.models = backend.prepare(specs, self.stream.micro_batch, self.stream.grad_accum)

@@ -14,7 +14,6 @@ from torch import nn
 
 from mars_dist.io.atomic import atomic_write_text
 from mars_dist.engine import distributed
-from mars_dist.engine.task import ModelSpec
 
 
 def resolve_device(device_setting: str, local_rank: int) -> torch.device:
@@ -26,10 +25,6 @@ def resolve_device(device_setting: str, local_rank: int) -> torch.device:
     if device_setting == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
-
-
-def trained_names(specs: Dict[str, ModelSpec]) -> List[str]:
-    return [name for name, spec in specs.items() if spec.optimizer is not None]
 
 
 def trained_entry(table: Dict[str, Any], name: str) -> Any:

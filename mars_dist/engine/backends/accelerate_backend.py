@@ -100,7 +100,7 @@ class AccelerateBackend(TorchDistributedCollectives, Backend):
     def prepare(self, specs: Dict[str, ModelSpec], micro_batch: int, grad_accum: int) -> Models:
         self.micro_batch, self.grad_accum = micro_batch, grad_accum
         for name, spec in specs.items():
-            if spec.optimizer is None:
+            if not spec.trained:
                 module = freeze(spec.module, self.device)
                 self._wrapped[name] = self._plain[name] = module
                 continue

@@ -53,7 +53,7 @@ class DebugBackend(TorchDistributedCollectives, Backend):
     def prepare(self, specs: Dict[str, ModelSpec], micro_batch: int, grad_accum: int) -> Models:
         self.micro_batch, self.grad_accum = micro_batch, grad_accum
         for name, spec in specs.items():
-            if spec.optimizer is None:
+            if not spec.trained:
                 module = freeze(spec.module, self.device)
                 self._modules[name] = self._wrapped[name] = module
                 continue

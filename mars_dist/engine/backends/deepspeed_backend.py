@@ -177,7 +177,7 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
         wrapped: Dict[str, nn.Module] = {}
         plain: Dict[str, nn.Module] = {}
         for name, spec in specs.items():
-            if spec.optimizer is None:
+            if not spec.trained:
                 wrapped[name] = plain[name] = freeze(spec.module, self.device)
                 continue
             module = spec.module.to(self.device)
