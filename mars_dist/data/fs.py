@@ -17,10 +17,11 @@ import hashlib
 import importlib
 import os
 import posixpath
-import tempfile
 from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple
 
 import fsspec
+
+from mars_dist.io.atomic import atomic_write_bytes
 
 # `import webdataset.gopen as m` yields the gopen *function* (the package re-exports it under the
 # module's name); the dispatch table lives in the module.
@@ -120,32 +121,21 @@ def sha256_of(url: str, storage_options: Optional[Mapping[str, Any]] = None) -> 
     return digest.hexdigest()
 
 
+def write_bytes_atomic(url: str, data: bytes, storage_options: Optional[Mapping[str, Any]] = None) -> None:
+    """Write a whole file so that readers see either the old content or the new one, never a part
+    (local: mars_dist.io.atomic, the one writer; S3: one PUT)."""
+    if is_s3(url):
+        fs, path = url_to_fs(url, storage_options)
+        fs.pipe_file(path, data)
+        return
+    atomic_write_bytes(url, data)
+
+
 def _new_file_mode() -> int:
     """What open() would give a new file (0o666 minus the umask); mkstemp's 0o600 would hide shards."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
-
-
-def write_bytes_atomic(url: str, data: bytes, storage_options: Optional[Mapping[str, Any]] = None) -> None:
-    """Write a whole file so that readers see either the old content or the new one, never a part."""
-    if is_s3(url):
-        fs, path = url_to_fs(url, storage_options)
-        fs.pipe_file(path, data)
-        return
-    folder = os.path.dirname(url) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(url)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _new_file_mode())
-        os.replace(tmp, url)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def commit_file(tmp_path: str, url: str, storage_options: Optional[Mapping[str, Any]] = None) -> None:
