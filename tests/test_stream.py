@@ -22,7 +22,8 @@ from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.data.config import DataConfig
 from mars_dist.data.manifest import ManifestError
 from mars_dist.data.order import CursorError, OrderConfig
-from mars_dist.data.sample_reader import LABEL_FIELDS, ShardFormatError
+from mars_dist.data.sample_reader import ShardFormatError
+from mars_dist.labels import SAMPLE_FIELDS
 from mars_dist.data.shard_cache import CacheConfig
 from mars_dist.data.stream import ElasticStream, resolve_ranks_per_node, split_global_batch
 from tests.fixtures.dist import run_distributed
@@ -79,7 +80,7 @@ def test_micro_batches_hold_the_notes_cmx_and_labels(shards, nsynth_root):
     frontend = AudioFrontend(AudioConfig())
     for mb in step:
         assert mb["cmx"].dtype == torch.float32 and mb["cmx"].shape == (3, *frontend.cmx_shape)
-        for field in LABEL_FIELDS:
+        for field in SAMPLE_FIELDS:
             assert mb[field].dtype == torch.long
             assert mb[field].tolist() == [getattr(entries[k], field) for k in mb["key"]]
         expected = torch.stack([frontend.wave_to_cmx(load_note(nsynth_root, "train", entries[k])) for k in mb["key"]])

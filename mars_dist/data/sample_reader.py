@@ -23,8 +23,8 @@ from mars_dist.data import fs as storage
 from mars_dist.data.remote import RemoteShardSet
 from mars_dist.data.retry import RetryConfig
 from mars_dist.data.shard_source import direct_source
+from mars_dist.labels import SAMPLE_FIELDS
 
-LABEL_FIELDS = ("pitch", "velocity", "instrument_family", "instrument_source", "instrument")
 _MEMBERS = ("cmx.npy", "json")  # the optional .flac is not needed for training and is not decoded
 AUDIO_MEMBER = "flac"  # the original note, present when the shards were written with --with-audio
 
@@ -129,10 +129,10 @@ class SampleReader(torch.utils.data.Dataset):
             raise ShardFormatError(f"{where}: {key}.cmx.npy is {cmx.dtype} {list(cmx.shape)}, "
                                    f"expected float16 {list(self.cmx_shape)} (manifest cmx_shape)")
         labels = sample["json"]
-        missing = [f for f in LABEL_FIELDS if not isinstance(labels.get(f), int)]
+        missing = [f for f in SAMPLE_FIELDS if not isinstance(labels.get(f), int)]
         if missing:
             raise ShardFormatError(f"{where}: {key}.json lacks integer fields {missing}")
-        item = {"key": key, "cmx": cmx, **{f: labels[f] for f in LABEL_FIELDS}}
+        item = {"key": key, "cmx": cmx, **{f: labels[f] for f in SAMPLE_FIELDS}}
         if AUDIO_MEMBER in self.members:
             item["audio"] = sf.read(io.BytesIO(samples[0][AUDIO_MEMBER]), dtype="float32")[0]
         return item
@@ -141,7 +141,7 @@ class SampleReader(torch.utils.data.Dataset):
 def collate_micro_batch(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Samples -> a micro-batch: cmx float16 [m, C, H, W] as stored, LongTensor labels [m], keys."""
     batch: Dict[str, Any] = {"cmx": torch.from_numpy(np.stack([s["cmx"] for s in samples]))}
-    for field in LABEL_FIELDS:
+    for field in SAMPLE_FIELDS:
         batch[field] = torch.tensor([s[field] for s in samples], dtype=torch.long)
     batch["key"] = [s["key"] for s in samples]
     return batch
