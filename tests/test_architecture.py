@@ -90,6 +90,19 @@ def test_the_library_never_imports_the_tools_folder():
     assert {m: i for m, i in offenders.items() if i} == {}
 
 
+# Distributed machinery belongs to the engine; the torchrun wrapper is a launcher, not library code.
+BACKEND_LIBRARIES = ("deepspeed", "accelerate", "torch.distributed")
+MAY_IMPORT_BACKEND_LIBRARIES = ("mars_dist.engine", "mars_dist.torchrun")
+
+
+def test_only_the_engine_imports_distributed_machinery():
+    graph = import_graph()
+    offenders = {m: sorted(i for i in imported if any(i == lib or i.startswith(lib + ".") for lib in BACKEND_LIBRARIES))
+                 for m, imported in graph.items()
+                 if not any(m == owner or m.startswith(owner + ".") for owner in MAY_IMPORT_BACKEND_LIBRARIES)}
+    assert {m: i for m, i in offenders.items() if i} == {}, "use mars_dist.engine (distributed, full_params) instead"
+
+
 def test_no_top_level_module_shadows_the_standard_library():
     """`python mars_dist/X.py` puts mars_dist/ first on sys.path. `io` is safe there: the interpreter
     imports the standard library's io before any script path exists."""

@@ -47,7 +47,7 @@ from mars_dist.bench.engine import VARIANTS
 from mars_dist.config import load_config
 from mars_dist.engine.backends import build_backend
 from mars_dist.engine.trainer import Trainer
-from mars_dist.models.full_params import full_tensors
+from mars_dist.engine.full_params import full_tensors
 from mars_dist.models.tokenizer.patchgan import (
     PatchGANDiscriminator,
     adaptive_weight,

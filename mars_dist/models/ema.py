@@ -11,7 +11,7 @@ import copy
 import torch
 from torch import nn
 
-from mars_dist.models.full_params import full_tensors
+from mars_dist.engine.full_params import full_tensors
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

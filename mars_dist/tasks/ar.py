@@ -24,7 +24,7 @@ from mars_dist.generation.generator import Generator, SamplingSettings
 from mars_dist.generation.loaders import ExportedTokenizer, register_generator
 from mars_dist.generation.notes import write_notes
 from mars_dist.labels import CONDITION_CLASSES
-from mars_dist.models.full_params import full_tensors
+from mars_dist.engine.full_params import full_tensors
 from mars_dist.models.generators.next_scale.config import NextScaleConfig
 from mars_dist.models.generators.next_scale.model import NextScaleAR
 from mars_dist.tasks.registry import register_task

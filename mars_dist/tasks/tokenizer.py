@@ -35,7 +35,7 @@ from mars_dist.engine.optim import adamw_factory
 from mars_dist.engine.task import BackwardFn, ModelSpec, Models, Task
 from mars_dist.io.media import SpectrogramAxes, wandb_audio, wandb_image, write_spectrogram_grid, write_wav
 from mars_dist.models.ema import ema_decay_at, ema_update, frozen_copy
-from mars_dist.models.full_params import full_named_parameters
+from mars_dist.engine.full_params import full_named_parameters
 from mars_dist.models.tokenizer.config import DiscriminatorConfig, TokenizerConfig
 from mars_dist.models.tokenizer.model import SpectrogramTokenizer
 from mars_dist.models.tokenizer.patchgan import PatchGANDiscriminator, generator_adversarial, gradient_into, hinge_d_loss

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mars_dist.engine import distributed
-from mars_dist.models.full_params import full_tensors
+from mars_dist.engine.full_params import full_tensors
 
 Scale = Tuple[int, int]
 
