@@ -82,7 +82,7 @@ def test_report_with_a_missing_export(tiny_shards, capsys, tmp_path):
 
 @pytest.mark.parametrize("argv,expected", [
     (["mars_dist/train.py", "--config", "configs/tokenizer/tiny.yaml", "train.max_step=5"],
-     "mars-train: error: configs/tokenizer/tiny.yaml: command-line override 'train.max_step=5': unknown config key "
+     "mars-train: error: command-line override 'train.max_step=5': unknown config key "
      "'train.max_step' (closest valid key: train.max_steps)"),
     (["-m", "mars_dist.sample", "--tokenizer", "nowhere", "--model", "nowhere", "--out", "x"],
      "mars-sample: error: nowhere: no such export folder"),

@@ -6,11 +6,15 @@ a frozen EMA copy updated in `after_step`, dropout (so RNG state matters for exa
 state, FLOPs for MFU, and media. Runs under every launch path as `task=tests.toy_task:ToyTask`.
 
 Fault injection for tests: TOY_TASK_NONFINITE="RANK:STEP[,RANK:STEP...]" makes the regression loss
-NaN on that rank ("*" for every rank) at that 0-based step.
+NaN on that rank ("*" for every rank) at that 0-based step. TOY_TASK_SLOW_EXIT="RANK:SECONDS" makes
+that rank take SECONDS to exit after the run (an atexit sleep), like a worker that is still shutting
+down when a launcher, seeing another worker exit first, signals it.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -51,9 +55,16 @@ def _nonfinite_injections() -> List[tuple]:
     return [tuple(item.split(":")) for item in spec.split(",") if item]
 
 
+def _slow_exit_injection() -> None:
+    rank, _, seconds = os.environ.get("TOY_TASK_SLOW_EXIT", "").partition(":")
+    if rank and rank == os.environ.get("RANK", "0"):
+        atexit.register(time.sleep, float(seconds))
+
+
 @register_task("ToyTask")  # run configs name it task=tests.toy_task:ToyTask
 class ToyTask(Task):
     def build_models(self) -> Dict[str, ModelSpec]:
+        _slow_exit_injection()
         channels = self.data_info["cmx_shape"][0]
         optim = self.cfg.optim
 
@@ -129,19 +140,21 @@ def toy_overrides(shards: Dict[str, Any], run_dir, *extra: str) -> List[str]:
     ]
 
 
-def run_training(overrides: List[str], resume: str = "none", config_path=None):
-    """Trains the task that `config_path` (optional) + `overrides` name, in this process, through the real Trainer.
-
-    Returns (TrainResult, {model: full state dict} for every model of the task, per-step losses).
-    """
+def build_trainer(overrides: List[str], resume: str = "none", config_path=None) -> Trainer:
+    """The Trainer of the task that `config_path` (optional) + `overrides` name, built in this process
+    the way mars_dist.train builds it (`resume`: auto | none | a checkpoint folder)."""
     cfg = load_config(config_path, overrides)
     backend = build_backend(cfg)
     resume_from = resolve_resume(Path(cfg.run_dir), resume)
     stream = build_stream(cfg, backend, read_train_state(resume_from)["cursor"] if resume_from else None)
     task = task_class(cfg.task)(cfg, stream.manifest)
     valid = fixed_validation_batch(cfg, stream.micro_batch) if cfg.train.eval_every > 0 else None
-    trainer = Trainer(cfg, backend, task, stream, resume_from=resume_from, valid_batch=valid)
-    losses = []
+    return Trainer(cfg, backend, task, stream, resume_from=resume_from, valid_batch=valid)
+
+
+def record_losses(trainer: Trainer) -> List[Dict[str, float]]:
+    """The list that `trainer` will append each step's losses (mean over micro-batches and ranks) to."""
+    losses: List[Dict[str, float]] = []
     step_fn = trainer.train_step
 
     def recording_step(micro_batches):
@@ -150,9 +163,19 @@ def run_training(overrides: List[str], resume: str = "none", config_path=None):
         return result
 
     trainer.train_step = recording_step
+    return losses
+
+
+def run_training(overrides: List[str], resume: str = "none", config_path=None):
+    """Trains the task that `config_path` (optional) + `overrides` name, in this process, through the real Trainer.
+
+    Returns (TrainResult, {model: full state dict} for every model of the task, per-step losses).
+    """
+    trainer = build_trainer(overrides, resume, config_path)
+    losses = record_losses(trainer)
     result = trainer.train()
-    weights = {name: backend.full_state_dict(name) for name in trainer.models}
-    backend.shutdown()
+    weights = {name: trainer.backend.full_state_dict(name) for name in trainer.models}
+    trainer.backend.shutdown()
     return result, weights, losses
 
 

@@ -35,14 +35,32 @@ def _has_deepspeed_master(p: torch.Tensor) -> bool:
     return hasattr(p, "_hp_mapping") or hasattr(p, "_z3_optimizer")
 
 
+def _zero3_partition(p: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """This rank's partition of `full` as ZeRO-3 lays it out: the flat tensor zero-padded to
+    world size x partition size, then cut into equal partitions.
+
+    DeepSpeed's own safe_set_full_fp32_param cuts the unpadded tensor, so on the last rank the
+    partition runs past the end whenever the world size does not divide the parameter's size
+    (the paper's 16384 x 32 codebook on 3, 6, 12 or 24 GPUs).
+    """
+    size = p.ds_tensor.numel()
+    flat = full.new_zeros(size * p.ds_zero_partition_world_size)
+    flat[: full.numel()] = full.flatten()
+    return flat.narrow(0, size * p.ds_zero_partition_rank, size)
+
+
 def _write_deepspeed_masters(params: List[torch.Tensor], full: List[torch.Tensor]) -> None:
     """Copies each rank's fragment of the edited full values into DeepSpeed's fp32 master weights
     (a local copy on every rank, no collective). Without it the edit would be undone at the next
     optimizer step, which copies the masters back over the module's parameters."""
-    from deepspeed.utils import safe_set_full_fp32_param
+    from deepspeed.utils import safe_set_full_fp32_param, safe_set_local_fp32_param
 
     for p, f in zip(params, full):
-        if _has_deepspeed_master(p) and p.requires_grad:
+        if not (_has_deepspeed_master(p) and p.requires_grad):
+            continue
+        if _is_zero3(p):
+            safe_set_local_fp32_param(p, _zero3_partition(p, f.float()))
+        else:
             safe_set_full_fp32_param(p, f.float())
 
 

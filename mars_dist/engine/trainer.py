@@ -21,17 +21,16 @@ from mars_dist.engine.backend import Backend
 from mars_dist.engine.checkpoint import (
     TASK_STATE,
     Checkpointer,
-    atomic_write_text,
+    committed_checkpoints,
     read_train_state,
     rng_file_name,
     step_dir_name,
 )
 from mars_dist.engine.metrics import METRICS_FILE, MetricsLogger, ProfilerWindow, device_peak_flops
-from mars_dist.engine.preemption import PreemptionWatcher
+from mars_dist.engine.preemption import PREEMPTED_MARKER, PreemptionWatcher, restarted_after_preemption, write_marker
 from mars_dist.engine.rng import deterministic_mode, rank_seed, restore_rng_state, seed_everything
 from mars_dist.engine.task import Models, Task, trained_names
 
-PREEMPTED_MARKER = "PREEMPTED"  # in run_dir: the last run stopped for preemption (launchers may requeue)
 # Per-shard lists of the manifest are not needed to rebuild a task's models (export, sampling).
 _DATA_INFO_DROPPED = ("shards", "skipped")
 
@@ -58,7 +57,12 @@ class TrainResult:
 
 class Trainer:
     """Runs `task` on `backend` over `stream` (an iterable of per-step micro-batch lists with
-    `cursor()`, `micro_batch`, `grad_accum`), resuming from `resume_from` (a committed checkpoint)."""
+    `cursor()`, `micro_batch`, `grad_accum`), resuming from `resume_from` (a committed checkpoint).
+
+    `preemption` is the process's installed watcher (mars_dist.train installs it at start-up, so that
+    a signal during imports, data set-up or checkpoint loading counts too); without one, signals are
+    left to the caller and the run is never preempted.
+    """
 
     def __init__(
         self,
@@ -68,6 +72,7 @@ class Trainer:
         stream: Iterable[List[Dict[str, Any]]],
         resume_from: Optional[Path] = None,
         valid_batch: Optional[Dict[str, Any]] = None,
+        preemption: Optional[PreemptionWatcher] = None,
     ):
         self.cfg = cfg
         self.backend = backend
@@ -86,7 +91,7 @@ class Trainer:
         self.last_checkpoint: Optional[Path] = None
         self.saved_step: Optional[int] = None
         self.checkpointer = Checkpointer(self.run_dir, cfg.checkpoint.keep_last, backend)
-        self.preemption = PreemptionWatcher()
+        self.preemption = preemption or PreemptionWatcher()
         self.profiler = ProfilerWindow(cfg.train.profile_steps, self.run_dir / "profile", backend.rank)
         self.logger = MetricsLogger(
             is_main=backend.is_main,
@@ -104,8 +109,10 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def train(self) -> TrainResult:
         cfg, profiler = self.cfg, self.profiler
-        with deterministic_mode(cfg.engine.deterministic), self.preemption:
+        with deterministic_mode(cfg.engine.deterministic):
             self._build()
+            if self._stop_before_training():
+                return self._result(preempted=True)
             self._start_logging()
             batches = iter(self.stream)
             try:
@@ -199,6 +206,24 @@ class Trainer:
         self.logger.console(f"resumed from {directory} at step {self.step} (saved with world size "
                             f"{state['world_size']}, now {backend.world_size})")
 
+    def _stop_before_training(self) -> bool:
+        """Whether every rank exits for requeue before the first step (one all-reduce, so all agree):
+        some rank was signalled during start-up, or torchrun restarted a preempted group in place.
+        Nothing is saved; PREEMPTED names the newest committed checkpoint, which a rerun resumes."""
+        backend = self.backend
+        flags = torch.tensor([float(self.preemption.requested), float(restarted_after_preemption(self.run_dir))], device=backend.device)
+        signalled, restarted = (backend.all_reduce_max(flags) > 0).tolist()
+        if not (signalled or restarted):
+            return False
+        found = committed_checkpoints(self.run_dir)
+        if backend.is_main:
+            write_marker(self.run_dir, found[-1][1] if found else None)
+        reason = (f"preempted during start-up (signal {self.preemption.received or 'on another rank'})" if signalled
+                  else "torchrun restarted this group after it was preempted (use python -m mars_dist.torchrun to get status 75 instead)")
+        self.logger.console(f"{reason}: exiting for requeue before the first step, without a new checkpoint "
+                            f"(the newest committed one is {found[-1][1] if found else 'none'})")
+        return True
+
     def _start_logging(self) -> None:
         cfg, backend = self.cfg, self.backend
         if backend.is_main:
@@ -245,7 +270,7 @@ class Trainer:
 
     def _mark_preempted(self) -> None:
         if self.backend.is_main:
-            atomic_write_text(self.run_dir / PREEMPTED_MARKER, f"{self.last_checkpoint}\n")
+            write_marker(self.run_dir, self.last_checkpoint)
         self.logger.console(f"preempted (signal {self.preemption.received or 'on another rank'}): "
                             f"checkpoint {self.last_checkpoint} written, exiting for requeue")
 

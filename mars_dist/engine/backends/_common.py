@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 import torch
 from torch import nn
 
-from mars_dist.io.atomic import atomic_write_text
+from mars_dist.io.atomic import atomic_torch_save, atomic_write_text
 from mars_dist.engine import distributed
 
 
@@ -103,6 +103,30 @@ def read_json(path: Path, what: str) -> Dict[str, Any]:
 
 
 BACKEND_STATE_FILE = "backend_state.json"
+
+
+def _frozen_file(directory: Path, name: str) -> Path:
+    return Path(directory) / f"frozen-{name}.pt"
+
+
+def save_frozen(directory: Path, frozen: Dict[str, nn.Module], is_main: bool) -> None:
+    """Rank 0 writes the state dict of every frozen model (an EMA changes although no optimizer steps it).
+
+    Frozen models are never wrapped or sharded, so every rank holds the same full copy and the file
+    loads on any world size.
+    """
+    if is_main:
+        for name, module in frozen.items():
+            atomic_torch_save(module.state_dict(), _frozen_file(directory, name))
+
+
+def load_frozen(directory: Path, frozen: Dict[str, nn.Module]) -> None:
+    for name, module in frozen.items():
+        path = _frozen_file(directory, name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; the checkpoint has no state for the frozen model {name!r} "
+                                    "(accelerate/deepspeed checkpoints of mars_dist before frozen models were saved lack it)")
+        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))  # copied onto the module's device
 
 
 def check_backend_state(directory: Path, backend: str, names: List[str]) -> Dict[str, Any]:

@@ -5,12 +5,16 @@ autocast); the wrapping is done here so that FSDP2 (`fully_shard`) also works ov
 which Accelerate's own FSDP plugin does not support. Checkpoints go through
 torch.distributed.checkpoint (DCP) with fully-qualified parameter names, so a checkpoint written by
 N processes (DDP or FSDP) loads on M processes with either strategy.
+
+A parameter that never received a gradient (a branch no forward uses, a discriminator before its
+start step) has no optimizer state: the checkpoint holds none for it, and after a resume it has
+none again, exactly as in an unbroken run.
 """
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Set, Tuple
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -20,7 +24,8 @@ from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_optimizer_state_dict,
     get_state_dict,
-    set_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
 )
 
 from mars_dist.engine import distributed
@@ -31,16 +36,23 @@ from mars_dist.engine.backends._common import (
     TorchDistributedCollectives,
     check_backend_state,
     freeze,
+    load_frozen,
     resolve_autocast_dtype,
     resolve_device,
+    save_frozen,
     total_grad_norm,
     trained_entry,
     write_json_atomic,
 )
+from mars_dist.engine.checkpoint import CheckpointError
 from mars_dist.engine.task import ModelSpec, Models
 
 STRATEGIES = ("ddp", "fsdp")
 _FULL_ON_CPU = StateDictOptions(full_state_dict=True, cpu_offload=True)
+# Optimizer state is checked against the checkpoint before loading (see _load_target); what remains
+# missing is the state of parameters that had never stepped, which must stay missing.
+_STATE_OF_STEPPED_ONLY = StateDictOptions(strict=False)
+_PREVIEW = 5  # names listed in a mismatch error
 
 
 def _fsdp_units(module: nn.Module) -> List[nn.Module]:
@@ -54,6 +66,79 @@ def _fsdp_units(module: nn.Module) -> List[nn.Module]:
         if isinstance(child, nn.ModuleList):
             units.extend(item for item in child if any(p.requires_grad for p in item.parameters()))
     return units
+
+
+def optimizer_state_by_name(module: nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
+    """`optimizer.state_dict()` keyed by parameter names, the layout of DCP's get_optimizer_state_dict.
+
+    Not get_optimizer_state_dict itself: on an optimizer without any state yet (a discriminator
+    before its start step) it first runs a zero-lr step that gives every parameter state with
+    step=1, so saving a checkpoint would change the run's later Adam updates.
+    """
+    names = {p: name for name, p in module.named_parameters()}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = optimizer.state_dict()
+    return {
+        "state": {names[params[i]]: s for i, s in state["state"].items()},
+        "param_groups": [{**g, "params": [names[params[i]] for i in g["params"]]} for g in state["param_groups"]],
+    }
+
+
+def _preview(names) -> str:
+    names = sorted(names)
+    return ", ".join(names[:_PREVIEW]) + (f" (+{len(names) - _PREVIEW} more)" if len(names) > _PREVIEW else "")
+
+
+def _saved_paths(checkpoint: Path) -> Set[Tuple]:
+    """Every entry of a DCP checkpoint as its path in the saved nested dict, e.g. ("optim", "state", NAME, "exp_avg")."""
+    planner_data = dcp.FileSystemReader(str(checkpoint)).read_metadata().planner_data
+    if not planner_data:
+        raise CheckpointError(f"{checkpoint}: DCP metadata without planner data; not a checkpoint of this backend")
+    return set(planner_data.values())
+
+
+def _check_model(checkpoint: Path, saved: Set[Tuple], model_sd: Dict[str, Any]) -> None:
+    saved_model = {path[1] for path in saved if path[0] == "model"}
+    missing, unexpected = set(model_sd) - saved_model, saved_model - set(model_sd)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{checkpoint}: written for another model: this one has {_preview(missing) or 'nothing'} that the checkpoint lacks, "
+            f"the checkpoint has {_preview(unexpected) or 'nothing'} that this one lacks"
+        )
+
+
+def _stepped_state(checkpoint: Path, saved: Set[Tuple], optim_sd: Dict[str, Any]) -> Dict[str, Any]:
+    """The entries of `optim_sd["state"]` the checkpoint holds: those of the parameters that had stepped.
+
+    `optim_sd` comes from get_state_dict, which gives every parameter state (a zero-lr step on a
+    fresh optimizer). A parameter with no state at all in the checkpoint had not stepped when it was
+    saved; one whose saved state has other entries, or state for a parameter this optimizer lacks,
+    means another optimizer wrote the checkpoint.
+    """
+    saved_state: Dict[str, Set[str]] = {}
+    for path in saved:
+        if path[:2] == ("optim", "state"):
+            saved_state.setdefault(path[2], set()).add(path[3])
+    unknown = set(saved_state) - set(optim_sd["state"])
+    if unknown:
+        raise CheckpointError(f"{checkpoint}: optimizer state for parameters this optimizer does not train: {_preview(unknown)}")
+    for name, entry in optim_sd["state"].items():
+        if name in saved_state and saved_state[name] != set(entry):
+            raise CheckpointError(f"{checkpoint}: optimizer state of {name} holds {sorted(saved_state[name])}, "
+                                  f"this optimizer keeps {sorted(entry)} (was it written with another optimizer?)")
+    saved_groups = len({path[2] for path in saved if path[:2] == ("optim", "param_groups")})
+    if saved_groups != len(optim_sd["param_groups"]):
+        raise CheckpointError(f"{checkpoint}: {saved_groups} optimizer param groups, this optimizer has {len(optim_sd['param_groups'])}")
+    return {name: entry for name, entry in optim_sd["state"].items() if name in saved_state}
+
+
+def _load_target(checkpoint: Path, model_sd: Dict[str, Any], optim_sd: Dict[str, Any]) -> Dict[str, Any]:
+    """What dcp.load fills in: the whole model state, the param groups, and the optimizer state of
+    the parameters that had stepped when the checkpoint was saved. Any other difference between
+    the checkpoint and this model/optimizer is a CheckpointError naming it."""
+    saved = _saved_paths(checkpoint)
+    _check_model(checkpoint, saved, model_sd)
+    return {"model": model_sd, "optim": {"state": _stepped_state(checkpoint, saved, optim_sd), "param_groups": optim_sd["param_groups"]}}
 
 
 class AccelerateBackend(TorchDistributedCollectives, Backend):
@@ -172,8 +257,10 @@ class AccelerateBackend(TorchDistributedCollectives, Backend):
     def save_checkpoint(self, directory: Path) -> None:
         directory = Path(directory)
         for name, optimizer in self._optimizers.items():
-            model_sd, optim_sd = get_state_dict(self._plain[name], optimizer)
-            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(directory / name))
+            module = self._plain[name]
+            dcp.save({"model": get_model_state_dict(module), "optim": optimizer_state_by_name(module, optimizer)},
+                     checkpoint_id=str(directory / name))
+        save_frozen(directory, self._frozen(), self.is_main)
         if self.is_main:
             write_json_atomic(
                 directory / BACKEND_STATE_FILE,
@@ -191,12 +278,18 @@ class AccelerateBackend(TorchDistributedCollectives, Backend):
         directory = Path(directory)
         state = check_backend_state(directory, self.name, list(self._optimizers))
         for name, optimizer in self._optimizers.items():
-            model_sd, optim_sd = get_state_dict(self._plain[name], optimizer)
-            target = {"model": model_sd, "optim": optim_sd}
+            module = self._plain[name]
+            target = _load_target(directory / name, *get_state_dict(module, optimizer))
             dcp.load(target, checkpoint_id=str(directory / name))
-            set_state_dict(self._plain[name], optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"])
+            set_model_state_dict(module, target["model"])
+            # Replaces the optimizer's whole state: parameters without saved state end up with none.
+            set_optimizer_state_dict(module, optimizer, target["optim"], options=_STATE_OF_STEPPED_ONLY)
             self._schedules[name].steps_taken = int(state["lr_steps"][name])
+        load_frozen(directory, self._frozen())
         self.barrier()
+
+    def _frozen(self) -> Dict[str, nn.Module]:
+        return {name: module for name, module in self._plain.items() if name not in self._optimizers}
 
     def full_state_dict(self, name: str) -> Dict[str, torch.Tensor]:
         module = self._plain[name]
@@ -209,7 +302,10 @@ class AccelerateBackend(TorchDistributedCollectives, Backend):
 
     def full_optimizer_state(self, name: str) -> Dict[str, Dict[str, torch.Tensor]]:
         """Consolidated optimizer state per parameter name ({fqn: {"exp_avg": ..., ...}}), complete on rank 0. Collective."""
-        optim_sd = get_optimizer_state_dict(self._plain[name], self._optimizer(name), options=_FULL_ON_CPU)
+        optimizer = self._optimizer(name)
+        if not optimizer.state:  # get_optimizer_state_dict would first give it state for every parameter (see above)
+            return {}
+        optim_sd = get_optimizer_state_dict(self._plain[name], optimizer, options=_FULL_ON_CPU)
         return {fqn: {k: (v.detach().cpu().clone() if torch.is_tensor(v) else v) for k, v in state.items()} for fqn, state in optim_sd.get("state", {}).items()}
 
     def shutdown(self) -> None:

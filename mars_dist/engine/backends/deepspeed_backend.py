@@ -30,8 +30,10 @@ from mars_dist.engine.backends._common import (
     TorchDistributedCollectives,
     check_backend_state,
     freeze,
+    load_frozen,
     resolve_autocast_dtype,
     resolve_device,
+    save_frozen,
     trained_entry,
     write_json_atomic,
 )
@@ -244,6 +246,7 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
         directory = Path(directory)
         for name, engine in self._engines.items():
             engine.save_checkpoint(str(directory / name), tag=STATE_TAG, save_latest=False)
+        save_frozen(directory, self._frozen(), self.is_main)
         if self.is_main:
             write_json_atomic(
                 directory / BACKEND_STATE_FILE,
@@ -276,6 +279,7 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
             self._load(engine, folder, UNIVERSAL_TAG, universal=True)
         for name, schedule in self._schedules.items():
             schedule.steps_taken = int(state["lr_steps"][name])
+        load_frozen(directory, self._frozen())
         self.barrier()
 
     def _load_never_stepped(self, engine: Any, folder: Path, name: str, saved_stage: int) -> None:
@@ -334,6 +338,9 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
         finally:
             sys.argv = saved_argv
         os.replace(tmp, target)
+
+    def _frozen(self) -> Dict[str, nn.Module]:
+        return {name: module for name, module in self._plain.items() if name not in self._engines}
 
     # --- consolidated views ------------------------------------------------------------------
     def full_state_dict(self, name: str) -> Dict[str, torch.Tensor]:
