@@ -10,7 +10,7 @@ from torch import nn
 
 from mars_dist.config import load_config
 from mars_dist.engine.backends import build_backend
-from mars_dist.engine.backends._common import resolve_autocast_dtype
+from mars_dist.engine.device import resolve_autocast_dtype
 from mars_dist.engine.checkpoint import (
     COMMITTED,
     CheckpointError,

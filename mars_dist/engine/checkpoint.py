@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from mars_dist.io.atomic import atomic_write_bytes, atomic_write_text
+from mars_dist.io.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
 from mars_dist.engine.backend import Backend
 from mars_dist.engine.rng import capture_rng_state
 from mars_dist.errors import UserValueError
@@ -58,14 +58,6 @@ def step_dir_name(step: int) -> str:
 
 def rng_file_name(rank: int) -> str:
     return f"rng-rank{rank:05d}.pt"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

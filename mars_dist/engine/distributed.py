@@ -66,30 +66,28 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
-    """Element-wise mean over ranks (in place on a copy; the input is left unchanged)."""
+def _all_reduce(values: torch.Tensor, op: "dist.ReduceOp") -> torch.Tensor:
+    """`op` over ranks of a copy (the input is left unchanged); `values` itself without a group."""
     if not is_initialized():
         return values
     out = values.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out / dist.get_world_size()
+    dist.all_reduce(out, op=op)
+    return out
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise mean over ranks."""
+    if not is_initialized():
+        return values
+    return _all_reduce(values, dist.ReduceOp.SUM) / dist.get_world_size()
 
 
 def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
-    if not is_initialized():
-        return values
-    out = values.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
+    return _all_reduce(values, dist.ReduceOp.MAX)
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    """Element-wise sum over ranks (of a copy; the input is left unchanged; `values` itself without a group)."""
-    if not is_initialized():
-        return values
-    out = values.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+    return _all_reduce(values, dist.ReduceOp.SUM)
 
 
 def broadcast_tensor(values: torch.Tensor, src: int = 0) -> torch.Tensor:

@@ -16,17 +16,6 @@ from mars_dist.io.atomic import atomic_torch_save, atomic_write_text
 from mars_dist.engine import distributed
 
 
-def resolve_device(device_setting: str, local_rank: int) -> torch.device:
-    """`engine.device` (auto | cpu | cuda) -> this rank's device; auto means cuda when one is visible."""
-    if device_setting not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"engine.device={device_setting!r}: expected auto, cpu or cuda")
-    if device_setting == "cuda" and not torch.cuda.is_available():
-        raise ValueError("engine.device='cuda' but torch sees no CUDA device (set engine.device=cpu or auto)")
-    if device_setting == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
-
-
 def trained_entry(table: Dict[str, Any], name: str) -> Any:
     """`table[name]` for a trained model (its optimizer or engine), or an error naming the trained ones."""
     if name not in table:
@@ -168,16 +157,3 @@ class TorchDistributedCollectives:
         from mars_dist.engine.metrics import peak_memory_bytes
 
         return peak_memory_bytes(self.device)
-
-
-def resolve_autocast_dtype(setting: str, device: torch.device) -> Optional[torch.dtype]:
-    """`engine.mixed_precision` -> the autocast dtype, one rule for every backend.
-
-    auto: bf16 on GPU, fp32 on CPU; bf16: bf16 autocast on either (CPUs with avx512_bf16 run
-    matmuls ~3x faster); no: fp32. fp16 is refused: it needs loss scaling, bf16 does not.
-    """
-    if setting not in ("auto", "no", "bf16"):
-        raise ValueError(f"engine.mixed_precision={setting!r}: expected auto, no or bf16")
-    if setting == "bf16" or (setting == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None

@@ -37,13 +37,12 @@ from mars_dist.engine.backends._common import (
     check_backend_state,
     freeze,
     load_frozen,
-    resolve_autocast_dtype,
-    resolve_device,
     save_frozen,
     total_grad_norm,
     trained_entry,
     write_json_atomic,
 )
+from mars_dist.engine.device import resolve_autocast_dtype, resolve_device
 from mars_dist.engine.checkpoint import CheckpointError
 from mars_dist.engine.task import ModelSpec, Models
 

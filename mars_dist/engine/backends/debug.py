@@ -25,12 +25,11 @@ from mars_dist.engine.backends._common import (
     TorchDistributedCollectives,
     check_backend_state,
     freeze,
-    resolve_autocast_dtype,
-    resolve_device,
     total_grad_norm,
     trained_entry,
     write_json_atomic,
 )
+from mars_dist.engine.device import resolve_autocast_dtype, resolve_device
 from mars_dist.engine.checkpoint import atomic_torch_save
 from mars_dist.engine.task import ModelSpec, Models
 
