@@ -21,7 +21,7 @@ from mars_dist.config import load_config
 from mars_dist.engine.backends import build_backend
 from mars_dist.engine.task import ModelSpec
 from mars_dist.engine.full_params import full_tensors
-from mars_dist.models.quantizer import MultiScaleQuantizer
+from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
 from tests.fixtures.dist import run_distributed
 from tests.test_tokenizer_resume import TINY
 
