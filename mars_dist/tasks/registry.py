@@ -9,8 +9,8 @@ lists task names, so adding a task is one new module:
 
 Where a task is found: `task: NAME` imports `mars_dist.tasks.NAME`; `task: package.module:NAME`
 imports `package.module` (tests and user projects register tasks outside the package this way;
-there NAME may also be a Task subclass of that module that registered nothing: it then has no
-config section of its own).
+there NAME may also be a Task subclass of that module that registered nothing: it then reads the
+config section of its nearest registered base class, or has none).
 Exports store the same string, so loading an export imports the module that trained it.
 """
 from __future__ import annotations
@@ -88,8 +88,19 @@ def resolve(spec: str) -> TaskEntry:
         if ":" not in spec or not (isinstance(cls, type) and issubclass(cls, Task)):
             raise TaskNameError(f"task={spec!r}: {module_name} registers no task named {name!r} "
                                 f"(built-in tasks: {', '.join(builtin_names())})")
-        register_task(name)(cls)
+        base = _registered_base(cls)
+        register_task(name, config=base.config_class if base else None, section=base.section if base else None)(cls)
     return _REGISTRY[spec]
+
+
+def _registered_base(cls: type) -> Optional[TaskEntry]:
+    """The entry of the nearest registered base class: a subclass (a test recording what it trained,
+    a user's variant of a built-in task) reads its base's config section."""
+    for base in cls.__mro__[1:]:
+        key = base.__dict__.get("task_name")
+        if key in _REGISTRY:
+            return _REGISTRY[key]
+    return None
 
 
 def builtin_names() -> List[str]:
