@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mars_dist.engine.checkpoint import committed_checkpoints, read_train_state
-from mars_dist.export import read_exported
+from mars_dist.io.exports import read_export
 from tests.ar_exports import AR_TINY, tokenizer_export
 from tests.fixtures.processes import write_config
 from tests.fixtures.slurm import REPO, assert_trained_like_an_unbroken_run, read_key_log, unbroken_stream
@@ -40,7 +40,7 @@ def test_ar_sh_on_two_cpu_tasks_finishes_with_checkpoints_export_and_per_job_rec
     assert [step for step, _ in committed_checkpoints(run_dir)] == [1, 2]
     state = read_train_state(committed_checkpoints(run_dir)[-1][1])
     assert (state["world_size"], state["backend"], state["samples_seen"]) == (2, "debug", 4)
-    _, exported = read_exported(run_dir / "export")
+    _, exported = read_export(run_dir / "export")
     assert (exported["model"], exported["step"]) == ("ar", 2)
 
     log = run_log(run_dir, job)
