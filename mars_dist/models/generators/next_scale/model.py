@@ -15,7 +15,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from mars_dist.models.generators.next_scale.blocks import AdaLNBlock, AdaLNHead, LayerKVCache
+from mars_dist.models.generators.blocks import AdaLNBlock, AdaLNHead, LayerKVCache
 from mars_dist.models.generators.next_scale.config import NextScaleConfig
 from mars_dist.models.generators.conditioning import ConditionEmbedding
 from mars_dist.models.generators.sampling import guidance_schedule, guided_logits, sample_logits
