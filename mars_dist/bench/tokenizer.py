@@ -47,17 +47,19 @@ PAPER = {"mel_mse": 0.0143, "mel_mae": 0.0915}
 # ---------------------------------------------------------------------- data
 def synthetic_cmx(root: Path, cfg, train_notes: int, valid_notes: int, seed: int) -> Dict[str, Dict[str, Any]]:
     """{"train"/"valid": {"cmx": float16 [N, C, H, W], "wave": float32 [N, T]}} from a synthetic set."""
-    from data_tools.nsynth import load_note, read_examples
-    from data_tools.synthetic import write_synthetic_nsynth
-    from mars_dist.audio.frontend import AudioFrontend
+    import soundfile as sf
+
+    from mars_dist.bench.synthetic_set import run_tool
 
     if not (root / "nsynth-valid" / "examples.json").is_file():
-        write_synthetic_nsynth(str(root), [("train", train_notes), ("valid", valid_notes)], seed=seed)
+        run_tool(["data_tools.synthetic", "--out", str(root), "--split", f"train:{train_notes}",
+                  "--split", f"valid:{valid_notes}", "--seed", str(seed)])
     frontend = AudioFrontend(cfg.audio)
     out = {}
     for split in ("train", "valid"):
-        entries = read_examples(str(root), split)
-        waves = np.stack([load_note(str(root), split, e) for e in entries])
+        folder = root / f"nsynth-{split}"
+        notes = sorted(json.loads((folder / "examples.json").read_text()))
+        waves = np.stack([sf.read(str(folder / "audio" / f"{note}.wav"), dtype="float32")[0] for note in notes])
         cmx = torch.cat([frontend.wave_to_cmx(torch.from_numpy(waves[i:i + 64])) for i in range(0, len(waves), 64)])
         out[split] = {"cmx": cmx.half(), "wave": torch.from_numpy(waves)}
     return out
