@@ -117,13 +117,19 @@ def load_vggish_arg(path: str):
         raise VGGishFileError(f"--vggish: {err}") from None
 
 
-def check_sizes(args: argparse.Namespace, n_available: int) -> int:
+def check_sizes(args: argparse.Namespace, n_available: int, n_floor_available: Optional[int] = None) -> int:
+    """The number of reference notes; too small a set (or a flag that would be ignored) is a user error."""
     n_reference = min(args.limit or n_available, n_available)
     if n_reference < 4:
         raise UserValueError(f"--reference {args.reference}: {n_reference} notes; the metrics need at least 4")
-    if args.model and 0 < args.n_generate < 2:
+    if args.n_generate and not (args.model or args.floor):
+        raise UserValueError(f"--n-generate {args.n_generate} without --model or --floor: nothing would be generated")
+    if 0 < args.n_generate < 2:
         raise UserValueError(f"--n-generate {args.n_generate}: the metrics need at least 2 generated notes")
-    smallest = min(n_reference, args.n_generate or n_reference)
+    n_evaluated = args.n_generate or n_reference
+    if n_floor_available is not None and min(n_evaluated, n_floor_available) < 2:
+        raise UserValueError(f"--floor {args.floor}: {n_floor_available} notes; the metrics need at least 2")
+    smallest = min(n_reference, n_evaluated, n_evaluated if n_floor_available is None else n_floor_available)
     if args.kid_subsets and args.kid_subset_size > smallest:
         raise UserValueError(f"--kid-subset-size {args.kid_subset_size} exceeds the smallest evaluated set "
                              f"({smallest} notes): subsets are drawn without replacement")
@@ -193,7 +199,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     device = resolve_device(args.device, info.local_rank, key="--device")
     started = time.perf_counter()
     sources, features, described = load_sources(args, device)
-    n_reference = check_sizes(args, len(sources.reference))
+    n_reference = check_sizes(args, len(sources.reference), len(sources.floor) if sources.floor else None)
     settings = EvalSettings(n_reference, args.n_generate, args.n_generate, args.batch, args.seed,
                             SamplingSettings(args.cfg, args.top_k, args.top_p, args.temperature), args.pngs,
                             args.ndb_k, args.is_splits, args.kid_subsets, args.kid_subset_size,

@@ -6,7 +6,9 @@
 
 extract: notes/s of ONE process for each stage of feature extraction (reading the reference notes,
   tokenizer reconstruction + Griffin-Lim, generation + Griffin-Lim, classifier, mel + NDB features,
-  VGGish with random weights: its cost does not depend on them), on --notes reference notes.
+  VGGish with random weights: its cost does not depend on them), on --notes reference notes; and,
+  measured end to end as the runner does it, the cost per reference note with its reconstruction
+  and one generated note (--threads threads; notes/s of one process).
 metrics: seconds of each metric on random features of the real shapes at each of --sizes notes
   (reference = evaluated = N), and how they grow from the first size to the last.
 scaling: the evaluate CLI under torchrun with each of --worlds processes on the same notes: wall
@@ -42,6 +44,7 @@ from mars_dist.generation.generator import Generator, SamplingSettings
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("read reference", "reconstruct + Griffin-Lim", "generate + Griffin-Lim", "classifier", "mel + NDB",
           "VGGish")
+PER_NOTE = "per reference note: read, reconstruction, one generated note (with --model), all their features"
 SHAPES = {"pitch_logits": (128,), "instrument_logits": (11,), "mel": (80, 251), "ndb_features": (2048,),
           "classifier_embedding": (128,)}
 
@@ -92,9 +95,11 @@ def run_extract(args, device: torch.device) -> Dict[str, float]:
     from mars_dist.eval.features.spectral import mel_features, ndb_features
     from mars_dist.eval.features.vggish import VGGish
     from mars_dist.eval.notes import reconstruct
-    from mars_dist.eval.runner.plan import batch_generator, label_sets
+    from mars_dist.eval.runner.extract import process_item
+    from mars_dist.eval.runner.plan import batch_generator, label_sets, plan_items
 
     sources, features = load(args, device)
+    sampling = SamplingSettings(args.cfg, 0, args.top_p, 1.0)
     n = min(args.notes, len(sources.reference))
     batches = [range(s, min(s + args.batch, n)) for s in range(0, n, args.batch)]
     notes = [sources.reference.read(b) for b in batches]
@@ -104,20 +109,19 @@ def run_extract(args, device: torch.device) -> Dict[str, float]:
         reconstruct(sources.tokenizer, features.frontend, x.cmx_NCHW, args.batch) for x in notes), n)
     if sources.generators:
         gen = next(iter(sources.generators.values()))
-        sampling = SamplingSettings(args.cfg, 0, args.top_p, 1.0)
         rates["generate + Griffin-Lim"] = _timed(lambda: [next(gen.generate(
             label_sets(x.labels), sampling, batch_generator(0, i, device), len(x.keys))) for i, x in enumerate(notes)], n)
     waves = [x.wave_NT for x in notes]
     rates["classifier"] = _timed(lambda: [features.classifier(w) for w in waves], n)
     rates["mel + NDB"] = _timed(lambda: [(mel_features(w), ndb_features(w, features.frontend)) for w in waves], n)
-    if not args.no_vggish:
-        vggish = VGGish().eval()
+    vggish = None if args.no_vggish else VGGish().eval()
+    if vggish is not None:
         rates["VGGish"] = _timed(lambda: [vggish.embed(w) for w in waves], n)
-    # One reference note costs its read, its reconstruction, one generated note, and the features of all three.
-    feature_s = sum(1.0 / rates[k] for k in ("classifier", "mel + NDB", "VGGish") if k in rates)
-    sets = 3 if sources.generators else 2
-    per_note_s = sum(1.0 / rates[k] for k in STAGES[:3] if k in rates) + sets * feature_s
-    rates[f"per reference note, with its reconstruction{' and a generated note' if sources.generators else ''}"] = 1 / per_note_s
+    # Measured, not summed from the stages: what the runner does per work item (process_item), for the
+    # reference notes (read + reconstruction) and as many generated notes, all features included.
+    features.vggish = vggish
+    items = plan_items({REFERENCE: n, **{name: n for name in sources.generators}}, args.batch)
+    rates[PER_NOTE] = _timed(lambda: [process_item(i, sources, features, sampling, 0, n) for i in items], n)
     return rates
 
 
@@ -161,7 +165,7 @@ def run_scaling(args, worlds: Sequence[int]) -> Dict[str, Dict[str, float]]:
                    "--out", str(Path(tmp) / str(world))] + (["--model", args.model] if args.model else [])
             started = time.perf_counter()
             proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                                  env={**os.environ, "PYTHONPATH": str(REPO)})
+                                  env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads)})
             wall = time.perf_counter() - started
             if proc.returncode != 0:
                 raise RuntimeError(f"evaluate with {world} processes failed:\n{proc.stderr[-3000:]}")
@@ -215,6 +219,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--no-vggish", action="store_true")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads per process, here and in each torchrun worker (notes/s are per process)")
     p.add_argument("--out", default="runs/bench-eval")
     args = p.parse_args(argv)
     run = Path(args.run)
@@ -223,8 +229,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     args.classifier = args.classifier or str(run / "classifier" / "export")
     args.reference = args.reference or str(run / "shards" / "valid")
     args.floor = args.floor or str(run / "shards" / "train")
-    if args.notes < 4 or args.batch < 1 or min(args.sizes) < 4 or min(args.worlds) < 1:
-        p.error("--notes and --sizes must be >= 4, --batch and --worlds >= 1")
+    if args.notes < 4 or args.batch < 1 or min(args.sizes) < 4 or min(args.worlds) < 1 or args.threads < 1:
+        p.error(f"--notes {args.notes} and --sizes {args.sizes} must be >= 4, --batch {args.batch}, --worlds "
+                f"{args.worlds} and --threads {args.threads} >= 1")
     return args
 
 
@@ -234,6 +241,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     args = parse_args(argv)
     device = resolve_device(args.device, 0, key="--device")
+    torch.set_num_threads(args.threads)
     results: Dict[str, Any] = {"threads": torch.get_num_threads(), "notes": args.notes, "batch": args.batch}
     if args.sanity:
         results["sanity"] = run_sanity(args, device)
