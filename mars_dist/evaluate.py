@@ -167,11 +167,15 @@ def table_notes(body: Dict[str, Any]) -> List[str]:
     accuracy = (f"validation accuracy pitch {v['valid_pitch_accuracy']:.1%}, instrument family "
                 f"{v['valid_family_accuracy']:.1%} ({int(v['valid_notes'])} notes, step {int(v['valid_step'])})"
                 if v["valid_notes"] > 0 else "validation accuracy never measured (its run had no validation step)")
-    ref = "the stored original audio" if body["reference"]["audio"] == "flac" else "Griffin-Lim of the stored spectrograms"
+    from mars_dist.eval.notes import REFERENCE_FLAC, REFERENCE_GRIFFIN_LIM
+
+    audio = {REFERENCE_FLAC: "the stored original audio", REFERENCE_GRIFFIN_LIM: "Griffin-Lim of the stored spectrograms"}
+    floor = (f" Floor: {body['floor']['shards']} ({body['floor']['notes']} real notes; their audio: "
+             f"{audio[body['floor']['audio']]})." if body["floor"] else "")
     return [
-        f"Reference: {body['reference']['shards']} ({body['reference']['notes']} notes; reference audio: {ref}). Every set "
-        f"is judged from its audio; reconstructions and generated notes through Griffin-Lim ({body['griffin_lim']['n_iter']} "
-        "iterations).",
+        f"Reference: {body['reference']['shards']} ({body['reference']['notes']} notes; their audio: "
+        f"{audio[body['reference']['audio']]}).{floor} Every set is judged from its audio; reconstructions and generated "
+        f"notes through Griffin-Lim ({body['griffin_lim']['n_iter']} iterations).",
         f"Classifier {body['exports']['classifier']['path']} (step {body['exports']['classifier']['step']}): {accuracy}. "
         "PIS / IIS: "
         "Inception Scores of its softmax; PKID / IKID: unbiased MMD^2 of its logits against the reference notes' "

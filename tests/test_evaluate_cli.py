@@ -173,5 +173,8 @@ def test_user_errors_are_one_line_naming_the_value(capsys, exports, valid_with_a
     assert "at least 4" in user_error(capsys, swap("--limit", "3"))
     assert "--n-generate 5 without --model" in user_error(capsys, args + ["--n-generate", "5"])
     assert "--kid-subset-size 7 exceeds" in user_error(capsys, args + ["--kid-subsets", "2", "--kid-subset-size", "7"])
-    assert "--batch 0: must be >= 1" in user_error(capsys, args + ["--batch", "0"])
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit: usage, then the one error line
+        main(args + ["--batch", "0"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "mars-evaluate: error: --batch 0: must be >= 1" in err.splitlines(), err
     assert not out.exists(), "a refused evaluation wrote output"
