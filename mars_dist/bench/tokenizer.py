@@ -2,8 +2,8 @@
 
     python -m mars_dist.bench.tokenizer [--minutes 10] [--work runs/bench-tokenizer] [--skip-cmx | --skip-quality]
 
-(a) Generates a synthetic NSynth-format set (512 train + 64 valid notes by default), turns it into
-CMX tensors with the run's AudioFrontend (the same transform `data_tools` shards store), trains
+(a) Generates a synthetic NSynth-format set (512 train + 64 valid notes by default) and its shards
+with the data tools' commands (CMX tensors plus the notes' audio), reads them back, trains
 configs/tokenizer/small.yaml through the TokenizerTask API for `--minutes`, and reports on the
 validation split, for the live and the EMA weights: mel-MSE / mel-MAE under the evaluation protocol
 (`mars_dist.audio.mel`: Griffin-Lim audio of the reconstruction vs the original note), the same
@@ -37,7 +37,8 @@ import torch
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.config import load_config
 from mars_dist.engine.task import Models
-from mars_dist.eval.report import griffin_lim_floor, reconstruct, reconstruction_metrics
+from mars_dist.bench.synthetic_set import synthetic_shards
+from mars_dist.eval.report import griffin_lim_floor, read_validation_notes, reconstruct, reconstruction_metrics
 from mars_dist.tasks.tokenizer import EMA_NAME, TokenizerTask
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "tokenizer" / "small.yaml")
@@ -46,22 +47,14 @@ PAPER = {"mel_mse": 0.0143, "mel_mae": 0.0915}
 
 # ---------------------------------------------------------------------- data
 def synthetic_cmx(root: Path, cfg, train_notes: int, valid_notes: int, seed: int) -> Dict[str, Dict[str, Any]]:
-    """{"train"/"valid": {"cmx": float16 [N, C, H, W], "wave": float32 [N, T]}} from a synthetic set."""
-    import soundfile as sf
-
-    from mars_dist.bench.synthetic_set import run_tool
-
-    if not (root / "nsynth-valid" / "examples.json").is_file():
-        run_tool(["data_tools.synthetic", "--out", str(root), "--split", f"train:{train_notes}",
-                  "--split", f"valid:{valid_notes}", "--seed", str(seed)])
+    """{"train"/"valid": {"cmx": float16 [N, C, H, W], "wave": float32 [N, T]}} of a synthetic set,
+    made and sharded by the data tools' commands (with the notes' audio) and read back as training reads it."""
+    shards = synthetic_shards(root, {"train": train_notes, "valid": valid_notes}, seed=seed, with_audio=("train", "valid"))
     frontend = AudioFrontend(cfg.audio)
     out = {}
-    for split in ("train", "valid"):
-        folder = root / f"nsynth-{split}"
-        notes = sorted(json.loads((folder / "examples.json").read_text()))
-        waves = np.stack([sf.read(str(folder / "audio" / f"{note}.wav"), dtype="float32")[0] for note in notes])
-        cmx = torch.cat([frontend.wave_to_cmx(torch.from_numpy(waves[i:i + 64])) for i in range(0, len(waves), 64)])
-        out[split] = {"cmx": cmx.half(), "wave": torch.from_numpy(waves)}
+    for split, url in shards.items():
+        notes = read_validation_notes(str(url), frontend)
+        out[split] = {"cmx": notes.cmx_NCHW.half(), "wave": notes.wave_NT}
     return out
 
 

@@ -19,8 +19,9 @@ TABLE_FILE = "table.md"
 FEATURES_FILE = "features.npz"
 
 
-def check_finite(tree: Any, where: str = "metrics") -> None:
-    """A NaN in the results is a bug upstream (a diverged model, an empty set): say where instead of writing it."""
+def check_finite(tree: Any, where: str) -> None:
+    """A NaN in results (JSON-ready dicts and lists) is a bug upstream (a diverged model, an empty set):
+    say where (`where` names the root) instead of writing it. The quick report uses it too."""
     if isinstance(tree, dict):
         for key, value in tree.items():
             check_finite(value, f"{where}.{key}")
@@ -28,11 +29,11 @@ def check_finite(tree: Any, where: str = "metrics") -> None:
         for i, value in enumerate(tree):
             check_finite(value, f"{where}[{i}]")
     elif isinstance(tree, float) and not math.isfinite(tree):
-        raise RuntimeError(f"evaluation: {where} is {tree}; the model or the data produced non-finite values")
+        raise RuntimeError(f"{where} is {tree}; the model or the data produced non-finite values")
 
 
 def write_metrics(out_dir: Path, report: Dict[str, Any]) -> Path:
-    check_finite(report)
+    check_finite(report, METRICS_FILE)
     path = Path(out_dir) / METRICS_FILE
     atomic_write_text(path, json.dumps(report, indent=1))
     return path
