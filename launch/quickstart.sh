@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # The README's main job on the embedded default, end to end on one machine (CPU is enough):
 # synthetic NSynth-format set -> WebDataset shards -> shard inspection -> short tokenizer run ->
-# reconstructions -> exported tokenizer -> short AR run -> generated wavs -> quick metrics.
+# reconstructions -> exported tokenizer -> short AR run -> generated wavs -> evaluation classifier ->
+# quick metrics -> the paper's Table 1 metrics (NDB/k, PIS, IIS, PKID, IKID, MSE, MAE, FAD).
 # Installs what it needs first (launch/setup.sh). Everything lands under $RUN (default runs/quickstart).
 #
 # Re-running: by default a re-run CONTINUES. Data steps are idempotent (the synthetic set is a pure
 # function of the seed; complete shards are reused), both trainings start with --resume auto (newest
 # committed checkpoint; a finished run trains nothing more, an interrupted one picks up where it
-# stopped, a larger TOK_STEPS/AR_STEPS trains on to it), and export, sampling and the report
-# overwrite their outputs. If the tokenizer's weights changed since the AR was trained, the AR run is
+# stopped, a larger TOK_STEPS/AR_STEPS/CLF_STEPS trains on to it), and export, sampling, the report
+# and the evaluation overwrite their outputs. If the tokenizer's weights changed since the AR was trained, the AR run is
 # started over (its tokens would mean something else). FRESH=1 deletes $RUN first and starts over.
 #
-# Knobs (environment variables; defaults are the README's run: 15 min measured on a quiet 2-core machine):
+# Knobs (environment variables; defaults are the README's run; see the README for its measured time):
 #   RUN=runs/quickstart  TRAIN_NOTES=512  VALID_NOTES=32
 #   TOK_CONFIG=configs/tokenizer/small.yaml  TOK_STEPS=800  TOK_EVAL_EVERY=200 (media + checkpoint cadence)
 #   AR_CONFIG=configs/ar/small.yaml          AR_STEPS=500   AR_EVAL_EVERY=250
 #   AR_OVERRIDES=""  extra key=value overrides of the AR run (e.g. "ar.depth=6 ar.width=384")
+#   CLF_CONFIG=configs/classifier/small.yaml CLF_STEPS=300 CLF_EVAL_EVERY=100 (validation accuracy cadence)
+#   EVAL_PROCS=1     processes of the evaluation (torchrun when > 1; the numbers do not change)
 #   PITCHES="48 60 72"  FAMILIES="keyboard string"  GL_ITERS=32 (sampling and report)
 #   REPORT_PER_PITCH=4  WANDB_MODE=offline (offline | disabled | online)
 #   FRESH=1              delete $RUN and start over
@@ -41,6 +44,10 @@ PITCHES=${PITCHES:-48 60 72}
 FAMILIES=${FAMILIES:-keyboard string}
 GL_ITERS=${GL_ITERS:-32}
 REPORT_PER_PITCH=${REPORT_PER_PITCH:-4}
+CLF_CONFIG=${CLF_CONFIG:-configs/classifier/small.yaml}
+CLF_STEPS=${CLF_STEPS:-300}
+CLF_EVAL_EVERY=${CLF_EVAL_EVERY:-100}
+EVAL_PROCS=${EVAL_PROCS:-1}
 
 if [ "${FRESH:-0}" = 1 ]; then echo "FRESH=1: removing $RUN"; rm -rf "$RUN"; fi
 mkdir -p "$RUN"
@@ -52,31 +59,31 @@ timed() {  # timed LABEL: records the seconds since the previous call
   step_start=$SECONDS
 }
 
-echo "== 1/8 synthetic NSynth-format set ($TRAIN_NOTES train, $VALID_NOTES valid notes)"
+echo "== 1/10 synthetic NSynth-format set ($TRAIN_NOTES train, $VALID_NOTES valid notes)"
 $PY -m data_tools.synthetic --out "$RUN/nsynth" --split "train:$TRAIN_NOTES" --split "valid:$VALID_NOTES" --seed 0
 timed "1 synthetic set:"
 
-echo "== 2/8 shards (validation shards also keep the original audio, for the report's mel errors)"
+echo "== 2/10 shards (validation shards also keep the original audio, for the report's mel errors)"
 $PY -m data_tools.shard --nsynth-root "$RUN/nsynth" --split train --out "$RUN/shards/train" --shard-size 64
 $PY -m data_tools.shard --nsynth-root "$RUN/nsynth" --split valid --out "$RUN/shards/valid" --shard-size 64 --with-audio
 timed "2 shards:"
 
-echo "== 3/8 inspect shards"
+echo "== 3/10 inspect shards"
 for split in train valid; do $PY -m data_tools.inspect_shards "$RUN/shards/$split"; done
 timed "3 inspect:"
 
 DATA=("data.train_shards=$RUN/shards/train" "data.valid_shards=$RUN/shards/valid" "logging.wandb_mode=$WANDB_MODE")
 
-echo "== 4/8 tokenizer: $TOK_CONFIG, $TOK_STEPS steps (reconstructions every $TOK_EVAL_EVERY steps -> $RUN/tokenizer/media/)"
+echo "== 4/10 tokenizer: $TOK_CONFIG, $TOK_STEPS steps (reconstructions every $TOK_EVAL_EVERY steps -> $RUN/tokenizer/media/)"
 $PY mars_dist/train.py --config "$TOK_CONFIG" --resume auto "run_dir=$RUN/tokenizer" "${DATA[@]}" \
   "train.max_steps=$TOK_STEPS" "train.eval_every=$TOK_EVAL_EVERY" "checkpoint.every_steps=$TOK_EVAL_EVERY"
 timed "4 tokenizer training:"
 
-echo "== 5/8 export tokenizer_ema"
+echo "== 5/10 export tokenizer_ema"
 $PY -m mars_dist.export --checkpoint "$RUN/tokenizer" --model tokenizer_ema --out "$RUN/tokenizer/export"
 timed "5 tokenizer export:"
 
-echo "== 6/8 AR: $AR_CONFIG, $AR_STEPS steps, then export"
+echo "== 6/10 AR: $AR_CONFIG, $AR_STEPS steps, then export"
 # The AR learned the tokens of one tokenizer: if the exported weights differ from those it was
 # trained on (the tokenizer trained on), continuing it would be wrong, so it starts over.
 TOK_SHA=$(sha256sum "$RUN/tokenizer/export/model.safetensors" | cut -d' ' -f1)
@@ -92,18 +99,31 @@ $PY mars_dist/train.py --config "$AR_CONFIG" --resume auto "run_dir=$RUN/ar" "${
 $PY -m mars_dist.export --checkpoint "$RUN/ar" --model ar --out "$RUN/ar/export"
 timed "6 AR training + export:"
 
-echo "== 7/8 generate: pitches $PITCHES x families $FAMILIES"
+echo "== 7/10 generate: pitches $PITCHES x families $FAMILIES"
 rm -rf "$RUN/samples"
 # shellcheck disable=SC2086  # PITCHES and FAMILIES are space-separated lists
 $PY -m mars_dist.sample --tokenizer "$RUN/tokenizer/export" --ar "$RUN/ar/export" --out "$RUN/samples" \
   --pitch $PITCHES --family $FAMILIES --cfg 3.0 --top-p 0.95 --seed 0 --gl-iters "$GL_ITERS"
 timed "7 generation:"
 
-echo "== 8/8 quick report"
+echo "== 8/10 evaluation classifier: $CLF_CONFIG, $CLF_STEPS steps (validation accuracy every $CLF_EVAL_EVERY), then export"
+$PY mars_dist/train.py --config "$CLF_CONFIG" --resume auto "run_dir=$RUN/classifier" "${DATA[@]}" \
+  "train.max_steps=$CLF_STEPS" "train.eval_every=$CLF_EVAL_EVERY" "checkpoint.every_steps=$CLF_EVAL_EVERY"
+$PY -m mars_dist.export --checkpoint "$RUN/classifier" --out "$RUN/classifier/export"
+timed "8 classifier training + export:"
+
+echo "== 9/10 quick report"
 # shellcheck disable=SC2086
 $PY -m mars_dist.eval.report --tokenizer "$RUN/tokenizer/export" --ar "$RUN/ar/export" --shards "$RUN/shards/valid" \
   --out "$RUN/report" --pitches $PITCHES --per-pitch "$REPORT_PER_PITCH" --gl-iters "$GL_ITERS"
-timed "8 report:"
+timed "9 report:"
+
+echo "== 10/10 evaluation: Table 1 on the validation notes (floor: as many training notes)"
+if [ "$EVAL_PROCS" -gt 1 ]; then EVAL=("$PY" -m torch.distributed.run --standalone --nproc-per-node "$EVAL_PROCS"); else EVAL=("$PY"); fi
+"${EVAL[@]}" -m mars_dist.evaluate --tokenizer "$RUN/tokenizer/export" --ar "$RUN/ar/export" \
+  --classifier "$RUN/classifier/export" --reference "$RUN/shards/valid" --floor "$RUN/shards/train" \
+  --out "$RUN/eval" --gl-iters "$GL_ITERS" --cfg 3.0 --top-p 0.95 --seed 0 --no-progress
+timed "10 evaluation:"
 
 cat <<EOF
 
@@ -116,6 +136,8 @@ cat <<EOF
   AR run                        $RUN/ar/ (config.yaml, checkpoints/, media/ with generated notes)
   exported AR                   $RUN/ar/export/
   generated notes               $RUN/samples/ (wav + png per note)
-  metrics                       $RUN/report/metrics.json
+  evaluation classifier         $RUN/classifier/ (its validation accuracy per head in the log), export/
+  quick report                  $RUN/report/metrics.json
+  Table 1 metrics               $RUN/eval/ (table.md, metrics.json, features.npz, spectrograms_*.png)
   time per step                 $TIMES
 EOF

@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "mars_dist"
-CLIS = ["train", "export", "sample", "encode", "eval/report"]
+CLIS = ["train", "export", "sample", "encode", "eval/report", "evaluate"]
 
 
 def module_name(path: Path) -> str:

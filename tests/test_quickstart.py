@@ -22,6 +22,9 @@ TINY = {
     "AR_STEPS": "2",
     "AR_EVAL_EVERY": "2",
     "AR_OVERRIDES": "",
+    "CLF_CONFIG": "configs/classifier/tiny.yaml",
+    "CLF_STEPS": "2",
+    "CLF_EVAL_EVERY": "2",
     "PITCHES": "60",
     "FAMILIES": "keyboard",
     "GL_ITERS": "2",
@@ -54,6 +57,15 @@ def test_quickstart_runs_every_step_and_writes_its_outputs(tmp_path):
     assert {"conditional_match", "unconditional_match", "real_note_match"} <= set(report["pitch"])
     assert all(isinstance(report["tokenizer"][k], float) for k in ("mel_mse", "mel_mae", "gl_spectral_convergence"))
 
+    classifier = json.loads((run / "classifier" / "export" / "config.json").read_text())
+    assert classifier["task"] == "classifier" and classifier["step"] == 2
+    evaluation = json.loads((run / "eval" / "metrics.json").read_text(),
+                            parse_constant=lambda token: pytest.fail(f"eval/metrics.json holds {token}"))
+    assert list(evaluation["sets"]) == ["reference", "reconstruction", "floor", "generated"]
+    assert evaluation["exports"]["classifier"]["validation"]["valid_step"] == 2  # measured, carried by the export
+    assert (run / "eval" / "table.md").is_file() and (run / "eval" / "features.npz").is_file()
+
     times = (run / "step_times.txt").read_text().splitlines()
-    assert len(times) == 8, times
+    assert len(times) == 10, times
     assert str(run / "report" / "metrics.json") in proc.stdout  # the closing list of outputs
+    assert str(run / "eval") in proc.stdout

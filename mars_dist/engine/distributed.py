@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -110,6 +110,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def gather_object(obj: Any, dst: int = 0) -> Optional[List[Any]]:
+    """Every rank's picklable `obj`, in rank order, on rank `dst` (None on the others); [obj] without a group."""
+    if not is_initialized():
+        return [obj]
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    dist.gather_object(obj, gathered, dst=dst)
+    return gathered
 
 
 def destroy() -> None:

@@ -17,22 +17,20 @@ the only label, classifier-free guidance) lies within a semitone of p; next to i
 the real validation notes (the estimator's ceiling), on their reconstructions (the tokenizer's
 ceiling) and on unconditional samples scored against the same requested pitches (chance).
 
-This is NOT the evaluation suite of the paper (NDB/k, Inception Scores, KID, FAD need trained
-classifiers and embeddings): those are a separate, later module. Output: DIR/metrics.json
-(written atomically) and a table on stdout.
+This is NOT the evaluation suite of the paper (NDB/k, Inception Scores, KID, FAD need a trained
+classifier): that is `python -m mars_dist.evaluate` (docs/eval.md). Output: DIR/metrics.json
+(written atomically) and a table on stdout. The notes are read and reconstructed by
+mars_dist/eval/notes.py, which the distributed evaluation shares.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 
 from mars_dist.audio.frontend import AudioFrontend
@@ -40,92 +38,19 @@ from mars_dist.audio.griffinlim import spectral_convergence
 from mars_dist.audio.mel import mel_mse_mae
 from mars_dist.cli import run_cli
 from mars_dist.errors import UserValueError
+from mars_dist.eval.notes import (REFERENCE_FLAC, REFERENCE_GRIFFIN_LIM, Notes, Reconstruction,  # noqa: F401 (re-exported)
+                                   griffin_lim_audio, read_validation_notes, reconstruct)
 from mars_dist.eval.pitch import pitch_hits
+from mars_dist.eval.runner.output import check_finite
 from mars_dist.generation.generator import Generator, SamplingSettings
 from mars_dist.generation.notes import LabelSet
 from mars_dist.io.atomic import atomic_write_text
 
 REPORT_FORMAT = "mars_dist.quick_report/1"
 METRICS_FILE = "metrics.json"
-REFERENCE_FLAC = "flac"  # the original note stored in the shards (--with-audio)
-REFERENCE_GRIFFIN_LIM = "griffin_lim_of_cmx"  # Griffin-Lim of the stored CMX tensor
-
-
-# --------------------------------------------------------------------------- validation notes
-def griffin_lim_audio(frontend: AudioFrontend, cmx_NCHW: torch.Tensor, batch: int = 16) -> torch.Tensor:
-    """Griffin-Lim audio [N, num_samples] of CMX tensors, `batch` at a time (bounded memory)."""
-    return torch.cat([frontend.cmx_to_wave(cmx_NCHW[i:i + batch]) for i in range(0, len(cmx_NCHW), batch)])
-
-
-@dataclass
-class ValidationNotes:
-    keys: List[str]
-    cmx_NCHW: torch.Tensor  # float32, as the tokenizer sees it
-    pitch_N: torch.Tensor  # LongTensor of labelled MIDI pitches
-    wave_NT: torch.Tensor  # the reference audio (see `reference`)
-    reference: str  # REFERENCE_FLAC | REFERENCE_GRIFFIN_LIM
-
-
-def read_validation_notes(url: str, frontend: AudioFrontend, limit: int = 0,
-                          storage_options: Optional[Dict[str, Any]] = None) -> ValidationNotes:
-    """The first `limit` notes (0 = all) of a shard set, in manifest order, with their reference audio.
-
-    The shard set's audio numbers must be the tokenizer's (checked against its manifest).
-    """
-    from mars_dist.data.manifest import check_compatible, manifest_url, read_manifest
-    from mars_dist.data.sample_reader import AUDIO_MEMBER, SampleReader, ShardIndex
-
-    if limit < 0:
-        raise UserValueError(f"limit={limit}: expected 0 (all notes) or a positive count")
-    manifest = read_manifest(url, storage_options)
-    check_compatible(manifest, frontend.cfg, where=manifest_url(url))
-    has_audio = AUDIO_MEMBER in manifest.get("members", [])
-    reader = SampleReader(url, storage_options, ShardIndex.load(url, manifest, storage_options), manifest["cmx_shape"],
-                          with_audio=has_audio)
-    samples = [reader[i] for i in range(min(limit or len(reader), len(reader)))]
-    cmx = torch.from_numpy(np.stack([s["cmx"] for s in samples])).float()
-    if has_audio:
-        num_samples = frontend.cfg.stft.num_samples
-        for s in samples:
-            if s["audio"].shape != (num_samples,):
-                raise ValueError(f"{url}: {s['key']}.{AUDIO_MEMBER} has shape {list(s['audio'].shape)}, expected "
-                                 f"mono [{num_samples}] (audio.stft.num_samples)")
-        wave = torch.from_numpy(np.stack([s["audio"] for s in samples]))
-    else:
-        wave = griffin_lim_audio(frontend, cmx)
-    return ValidationNotes([s["key"] for s in samples], cmx, torch.tensor([s["pitch"] for s in samples]), wave,
-                           REFERENCE_FLAC if has_audio else REFERENCE_GRIFFIN_LIM)
 
 
 # --------------------------------------------------------------------------- (a) tokenizer
-@dataclass
-class Reconstruction:
-    cmx_NCHW: torch.Tensor  # decoded from the token maps, clamped to the log scale's [-1, 1]
-    wave_NT: torch.Tensor  # its Griffin-Lim audio
-    code_hits: List[torch.Tensor]  # per scale, how often each code was picked [V]
-
-
-@torch.no_grad()
-def reconstruct(tokenizer: torch.nn.Module, frontend: AudioFrontend, cmx_NCHW: torch.Tensor,
-                batch: int = 16) -> Reconstruction:
-    """encode -> decode_indices (what the AR's tokens decode to) -> Griffin-Lim, in batches, in eval mode."""
-    was_training = tokenizer.training
-    tokenizer.eval()
-    device = next(tokenizer.parameters()).device
-    V = tokenizer.quantizer.codebook_size
-    hits = [torch.zeros(V) for _ in tokenizer.quantizer.scales]
-    recon, waves = [], []
-    for i in range(0, len(cmx_NCHW), batch):
-        idx_list = tokenizer.encode(cmx_NCHW[i:i + batch].to(device))
-        for si, idx in enumerate(idx_list):
-            hits[si] += torch.bincount(idx.flatten().cpu(), minlength=V).float()
-        x = tokenizer.decode_indices(idx_list).float().clamp(-1.0, 1.0)
-        recon.append(x.cpu())
-        waves.append(frontend.cmx_to_wave(x).cpu())
-    tokenizer.train(was_training)
-    return Reconstruction(torch.cat(recon), torch.cat(waves), hits)
-
-
 def reconstruction_metrics(frontend: AudioFrontend, cmx_NCHW: torch.Tensor, wave_ref_NT: torch.Tensor,
                            rec: Reconstruction) -> Dict[str, Any]:
     """Mel errors and spectral convergence of the reconstruction's audio vs the reference, CMX MSE, code usage."""
@@ -155,7 +80,7 @@ def generate_waves(gen: Generator, label_sets: Sequence[LabelSet], settings: Sam
     return torch.cat([notes.wave_BN.cpu() for notes in gen.generate(label_sets, settings, generator, batch)])
 
 
-def pitch_report(gen: Generator, notes: ValidationNotes, recon_wave_NT: torch.Tensor, pitches: Sequence[int],
+def pitch_report(gen: Generator, notes: Notes, recon_wave_NT: torch.Tensor, pitches: Sequence[int],
                  per_pitch: int, settings: SamplingSettings, seed: int, batch: int = 16) -> Dict[str, Any]:
     """Fractions of notes whose f0 is within a semitone of their pitch: generated (conditional,
     unconditional = chance), real validation notes and their reconstructions (ceilings)."""
@@ -184,7 +109,7 @@ def pitch_report(gen: Generator, notes: ValidationNotes, recon_wave_NT: torch.Te
 
 # --------------------------------------------------------------------------- the report
 def quick_report(tokenizer: torch.nn.Module, gen: Optional[Generator], frontend: AudioFrontend,
-                 notes: ValidationNotes, pitches: Sequence[int], per_pitch: int, settings: SamplingSettings,
+                 notes: Notes, pitches: Sequence[int], per_pitch: int, settings: SamplingSettings,
                  seed: int = 0, batch: int = 16, device: Optional[torch.device] = None) -> Dict[str, Any]:
     """Both parts of the report as one JSON-ready dict (the generator part is skipped when `gen` is None)."""
     t0 = time.perf_counter()
@@ -232,16 +157,6 @@ def print_table(report: Dict[str, Any]) -> None:
                            ("their reconstructions", "reconstruction_match")):
             print(f"  {label:36s} {p[key]:6.1%}")
         print("  conditional per pitch: " + "  ".join(f"{k}: {v:.0%}" for k, v in p["conditional_match_per_pitch"].items()))
-
-
-def _check_finite(report: Dict[str, Any], where: str = "") -> None:
-    """A NaN in the report is a bug upstream (a diverged model, an empty set): say where instead of writing it."""
-    for key, value in report.items():
-        path = f"{where}.{key}" if where else key
-        if isinstance(value, dict):
-            _check_finite(value, path)
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise RuntimeError(f"quick report: {path} is {value}; the model or the data produced non-finite values")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -308,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "shards": str(args.shards),
         **body,
     }
-    _check_finite(report)
+    check_finite(report, "quick report")
     out = Path(args.out) / METRICS_FILE
     atomic_write_text(out, json.dumps(report, indent=1))
     print_table(report)
