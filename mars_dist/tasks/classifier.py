@@ -30,7 +30,7 @@ from mars_dist.engine.optim import adamw_factory
 from mars_dist.engine.task import Models, ModelSpec, Task
 from mars_dist.models.classifier.config import ClassifierConfig
 from mars_dist.models.classifier.model import NoteClassifier
-from mars_dist.models.full_params import full_named_parameters
+from mars_dist.engine.full_params import full_named_parameters
 from mars_dist.tasks.registry import register_task
 
 MODEL = "classifier"
