@@ -15,8 +15,8 @@ counts (the same preset), measured side by side in one run: sequential forward p
 seconds per note at each batch size, notes/s and RTF; then how the token stage of each family
 grows with the finest map (16 x 16 vs 32 x 32 tokens):
 
-    python -m mars_dist.bench.generate --compare [--presets small d12] [--families next_scale next_token maskgit]
-        [--map-sizes 16 32] [--map-preset small]
+    python -m mars_dist.bench.generate --compare [--presets small] [--families next_scale next_token maskgit]
+        [--map-sizes 16 32] [--map-preset tiny]
 
 Attention (on a GPU): which fused SDPA kernels accept the training block-causal mask, and their
 time against the math fallback:   python -m mars_dist.bench.generate --attention
@@ -54,6 +54,8 @@ from mars_dist.models.tokenizer.model import SpectrogramTokenizer
 from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
 
 NOTE_SECONDS = 4.0
+SPEED_PRESETS = ["tiny", "small", "d12", "d16"]
+COMPARE_PRESETS = ["small"]
 # Finest token map -> a scale schedule ending there (16: the paper's; 32: VAR's 512-px schedule).
 MAP_SCHEDULES = {
     16: [1, 2, 3, 4, 6, 8, 10, 13, 16],
@@ -148,7 +150,8 @@ def run_map_sizes(args, device: torch.device, dtype: torch.dtype, settings: Samp
                 model.generate(quantizer, labels, 1, cfg_scale=settings.cfg_scale, top_p=settings.top_p,
                                generator=torch.Generator(device).manual_seed(seed))
 
-            run(0)
+            if size == args.map_sizes[0]:
+                run(0)  # warm-up (allocator, kernels), once per family: a run at the larger map is minutes on a CPU
             times = []
             for r in range(args.repeats):
                 t0 = time.perf_counter()
@@ -232,7 +235,9 @@ def run_attention(args) -> None:
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="mars_dist.bench.generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", nargs="+", default=["tiny", "small", "d12", "d16"], choices=list(AR_PRESETS))
+    p.add_argument("--presets", nargs="+", default=None, choices=list(AR_PRESETS),
+                   help="size presets (default: tiny small d12 d16; with --compare: small, so it ends in minutes "
+                        "on a CPU: the next-token AR needs 655 sequential passes per note)")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--repeats", type=int, default=1, help="timed runs per setting (the fastest counts)")
@@ -247,7 +252,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--map-sizes", nargs="*", type=int, default=[16, 32], choices=sorted(MAP_SCHEDULES),
                    help="--compare: finest token maps for the token-stage scaling (none: skip it)")
-    p.add_argument("--map-preset", default="small", choices=list(AR_PRESETS), help="--compare: preset of the scaling runs")
+    p.add_argument("--map-preset", default="tiny", choices=list(AR_PRESETS),
+                   help="--compare: preset of the scaling runs (tiny: the 32 x 32 map has 2,904 tokens, which at "
+                        "the small preset take the next-token AR and MaskGIT minutes each on a CPU)")
     p.add_argument("--attention", action="store_true", help="GPU: SDPA kernels vs the block-causal mask")
     p.add_argument("--attention-batch", type=int, default=16)
     p.add_argument("--learn", action="store_true", help="the learning check instead of the speed table")
@@ -262,7 +269,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--evaluate", action="store_true", help="--learn: also train the classifier and run mars_dist.evaluate")
     p.add_argument("--classifier-steps", type=int, default=300)
     p.add_argument("--eval-generate", type=int, default=64, help="--learn --evaluate: generated notes per family")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.presets is None:
+        args.presets = COMPARE_PRESETS if args.compare else SPEED_PRESETS
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
