@@ -72,8 +72,7 @@ def edit_table(gen, notes, args, settings: SamplingSettings) -> Dict[str, Any]:
 
 def run_learn(args) -> Dict[str, Any]:
     from mars_dist.bench.synthetic_set import synthetic_shards
-    from mars_dist.eval.notes import read_validation_notes, reconstruct
-    from mars_dist.eval.report import pitch_report
+    from mars_dist.eval.report import pitch_report, read_validation_notes, reconstruct
     from mars_dist.generation.loaders import load_generator, load_tokenizer
 
     work = Path(args.work)
@@ -121,7 +120,11 @@ def run_learn(args) -> Dict[str, Any]:
 def run_evaluation(args, work: Path, data, tok_dir: Path, exports: Dict[str, Path], reference: Path,
                    seconds: Dict[str, float]) -> Dict[str, Any]:
     """A classifier on the same shards, then python -m mars_dist.evaluate for each family."""
-    from mars_dist.evaluate import main as evaluate_main
+    try:
+        from mars_dist.evaluate import main as evaluate_main
+    except ModuleNotFoundError as err:
+        raise SystemExit(f"--evaluate needs the evaluation CLI (mars_dist/evaluate.py, the evaluation issue), which "
+                         f"this checkout does not have ({err}); run --learn without --evaluate") from None
 
     t0 = time.perf_counter()
     classifier = train_export(CONFIGS / "classifier" / "small.yaml", work / "classifier", None,
