@@ -95,8 +95,11 @@ def run_compare(args) -> Dict[str, List[Dict[str, object]]]:
     audio_cfg = AudioConfig()
     audio_cfg.griffin_lim.n_iter = args.gl_iters
     settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtypes[-1]]
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.dtypes[-1]}, Griffin-Lim {args.gl_iters} "
+    # One dtype for the whole comparison: the last of --dtypes, else bf16 on a GPU and fp32 on a CPU
+    # (there bf16 made the next-token AR's one-token steps several times slower, the others ~2x).
+    dtype_name = args.dtypes[-1] if args.dtypes else ("bf16" if device.type == "cuda" else "fp32")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {dtype_name}, Griffin-Lim {args.gl_iters} "
           f"iterations, cfg {args.cfg} (two branches), top-p {args.top_p}, MaskGIT {MaskGITConfig.iterations} "
           f"iterations; seconds per 4 s note (fastest of {args.repeats})", flush=True)
     header = (f"{'preset':>6} {'family':>10} {'params':>8} {'passes':>6} {'GFLOP':>7} {'batch':>5} | {'tokens':>7} "
@@ -239,7 +242,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="size presets (default: tiny small d12 d16; with --compare: small, so it ends in minutes "
                         "on a CPU: the next-token AR needs 655 sequential passes per note)")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
-    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--dtypes", nargs="+", default=None, choices=["fp32", "bf16"],
+                   help="default: fp32 bf16; with --compare one dtype, bf16 on a GPU and fp32 on a CPU")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per setting (the fastest counts)")
     p.add_argument("--gl-iters", type=int, default=32)
     p.add_argument("--cfg", type=float, default=3.0)
@@ -272,6 +276,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.presets is None:
         args.presets = COMPARE_PRESETS if args.compare else SPEED_PRESETS
+    if args.dtypes is None and not args.compare:
+        args.dtypes = ["fp32", "bf16"]
     return args
 
 
