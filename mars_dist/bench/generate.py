@@ -257,7 +257,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--map-sizes", nargs="*", type=int, default=[16, 32], choices=sorted(MAP_SCHEDULES),
                    help="--compare: finest token maps for the token-stage scaling (none: skip it)")
     p.add_argument("--map-preset", default="tiny", choices=list(AR_PRESETS),
-                   help="--compare: preset of the scaling runs (tiny: the 32 x 32 map has 2,904 tokens, which at "
+                   help="--compare: preset of the scaling runs (tiny: the 32 x 32 map has 2,240 tokens, which at "
                         "the small preset take the next-token AR and MaskGIT minutes each on a CPU)")
     p.add_argument("--attention", action="store_true", help="GPU: SDPA kernels vs the block-causal mask")
     p.add_argument("--attention-batch", type=int, default=16)
