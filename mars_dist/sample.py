@@ -9,6 +9,17 @@ AR). One note per combination of the given label values (a label not given is "a
 --per-label times; or one note per row of --labels FILE (.csv with a header naming some of pitch,
 instrument_family, instrument_source, velocity, an empty cell = any; or .json: a list of such
 objects). Files are named by their labels, e.g. 0003_pitch060_keyboard_any-source_vel100.wav.
+
+Zero-shot editing of real notes instead (docs/generators.md): keep part of each --input note's
+tokens and regenerate the rest, next to two baselines (the removed part left silent, a naive fill),
+with metrics against the unprocessed input on the removed region in OUT/edit_metrics.json:
+
+    python -m mars_dist.sample --tokenizer TOK --model GEN --out edits --edit inpaint --input a.wav b.wav \
+        --start 1.0 --end 2.0 [--pitch 60 ...]
+    python -m mars_dist.sample --tokenizer TOK --model GEN --out edits --edit bwe --input a.wav --cutoff-hz 4000
+
+The label flags then give one label set for every input (or --labels FILE one row per input;
+none = unconditional).
 """
 from __future__ import annotations
 
@@ -42,7 +53,22 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"), help="generator weights / decoder precision (auto: bf16 on GPU)")
     p.add_argument("--gl-iters", type=int, default=None, help="Griffin-Lim iterations (default: the tokenizer run's audio.griffin_lim.n_iter)")
+    p.add_argument("--iterations", type=int, default=None, help="MaskGIT: decoding iterations (default: the export's, 16)")
+    edit = p.add_argument_group("zero-shot editing")
+    edit.add_argument("--edit", choices=("inpaint", "bwe"), help="edit the --input notes instead of generating from labels")
+    edit.add_argument("--input", nargs="+", help="notes to edit (mono wav at the tokenizer's sample rate and length)")
+    edit.add_argument("--start", type=float, default=1.0, help="inpaint: start of the regenerated span (s)")
+    edit.add_argument("--end", type=float, default=2.0, help="inpaint: end of the regenerated span (s)")
+    edit.add_argument("--cutoff-hz", type=float, default=4000.0, help="bwe: keep the bands below, regenerate above (Hz)")
     args = p.parse_args(argv)
+    if args.iterations is not None and args.iterations < 1:
+        p.error(f"--iterations {args.iterations}: must be >= 1")
+    if bool(args.edit) != bool(args.input):
+        p.error("--edit and --input go together (--edit inpaint|bwe --input NOTE.wav ...)")
+    if args.edit == "inpaint" and not 0 <= args.start < args.end:
+        p.error(f"--start {args.start} --end {args.end}: expected 0 <= start < end (seconds)")
+    if args.edit == "bwe" and args.cutoff_hz <= 0:
+        p.error(f"--cutoff-hz {args.cutoff_hz}: must be > 0")
     if args.per_label < 1 or args.batch < 1:
         p.error(f"--per-label {args.per_label} and --batch {args.batch}: both must be >= 1")
     if args.gl_iters is not None and args.gl_iters < 1:
@@ -69,7 +95,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.gl_iters is not None:
         tokenizer.frontend.cfg.griffin_lim.n_iter = args.gl_iters
     gen = load_generator(Path(args.model), tokenizer, device, resolve_generation_dtype(args.dtype, device))
-    settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)
+    settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                                iterations=args.iterations)
+    if args.edit:
+        return edit_inputs(args, gen, settings, label_sets)
     written: List[Path] = []
     started = time.perf_counter()
     for batch in gen.generate(label_sets, settings, gen.rng(args.seed), args.batch):
@@ -77,6 +106,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"generated notes {len(written) - len(batch.label_sets)}..{len(written) - 1} "
               f"({time.perf_counter() - started:.2f} s so far)", flush=True)
     print(f"wrote {len(written)} notes (wav + png) to {args.out}")
+    return 0
+
+
+def edit_inputs(args: argparse.Namespace, gen, settings, label_sets) -> int:
+    """--edit: the --input notes edited by the generator and the baselines, written with their metrics."""
+    import torch
+
+    from mars_dist.errors import UserValueError
+    from mars_dist.generation.editing import BandwidthExtension, TimeInpaint, edit_notes, metrics_table, read_note, write_edit
+
+    if len(label_sets) not in (1, len(args.input)):
+        raise UserValueError(f"--edit: {len(label_sets)} label sets for {len(args.input)} input notes; give one set "
+                             "for all (label flags) or one per note (--labels FILE)")
+    label_sets = label_sets * len(args.input) if len(label_sets) == 1 else label_sets
+    edit = TimeInpaint(args.start, args.end) if args.edit == "inpaint" else BandwidthExtension(args.cutoff_hz)
+    waves = torch.stack([read_note(path, gen.frontend) for path in args.input])
+    started = time.perf_counter()
+    result = edit_notes(gen, waves, edit, label_sets, settings, gen.rng(args.seed), args.batch)
+    names = [f"{i:04d}_{Path(path).stem}" for i, path in enumerate(args.input)]
+    written = write_edit(result, names, waves, Path(args.out), gen.frontend, gen.task)
+    print(f"{args.edit} of {len(names)} notes by the {gen.task} generator ({time.perf_counter() - started:.2f} s); "
+          f"tokens kept per scale: {' '.join(f'{k:.2f}' for k in result.kept_tokens)}")
+    print(metrics_table(result.mean_metrics(), gen.task))
+    print(f"wrote {len(written)} files (wav per method, png per note, edit_metrics.json) to {args.out}")
     return 0
 
 

@@ -1,10 +1,11 @@
-"""The real tasks (tokenizer GAN, AR) trained by the real Trainer on every distributed backend.
+"""The real tasks (tokenizer GAN, the generator families) trained by the real Trainer on every distributed backend.
 
 Two launches of real gloo process groups, each running several variants one after the other:
   2 processes x micro-batch 1 x accumulation 2: the GAN (configs/tokenizer/tiny.yaml, discriminator
     active from step 0, dead-code restart every 2 unused steps) on accelerate DDP and FSDP2 and on
     DeepSpeed ZeRO-1/2/3; the same GAN without restarts and quantizer dropout (and with random position init) on DDP and ZeRO-2;
-    the AR (configs/ar/tiny.yaml over a tiny exported tokenizer) on DDP, FSDP2 and ZeRO-1/2/3;
+    the AR (configs/ar/tiny.yaml over a tiny exported tokenizer) on DDP, FSDP2 and ZeRO-1/2/3, and
+    the next-token AR and MaskGIT (configs/{next_token,maskgit}/tiny.yaml, same tokenizer) on the same five;
   1 process x micro-batch 1 x accumulation 4: the GAN without restarts on DDP and ZeRO-2.
 The global batch (4 synthetic notes per step) is the same everywhere.
 
@@ -21,8 +22,8 @@ own magnitude, turns the summation-order noise of those elements into O(lr) upda
 3e-4]. The property checked here is the engine's arithmetic, which does not depend on the init.
 
 Tolerances (fp32, 3 AdamW steps; measured values in brackets):
-- 1 x 4 == 2 x 2 for the GAN on DDP and ZeRO-2, and every backend == DDP for the AR: every weight
-  within ATOL = 2e-6 [GAN <= 5.6e-7, AR <= 1e-7].
+- 1 x 4 == 2 x 2 for the GAN on DDP and ZeRO-2, and every backend == DDP for each generator family
+  (AR, next-token, MaskGIT): every weight within ATOL = 2e-6 [GAN <= 5.6e-7, AR <= 1e-7].
 - every backend == DDP for the GAN (2 processes): the models' updates (trained minus initial
   weights) agree within a relative L2 error of REL_UPDATE = 1e-2 [ZeRO-1/2/3 <= 9e-5, FSDP2 <= 1.1e-3].
   An element-wise bound does not fit this model: AdamW divides each gradient element by its own
@@ -58,7 +59,9 @@ from mars_dist.models.tokenizer.patchgan import (
 from mars_dist.models.tokenizer.config import DiscriminatorConfig
 from mars_dist.tasks.ar import ARTask
 from mars_dist.tasks.tokenizer import EMA_NAME, TokenizerTask
-from tests.ar_exports import AR_TINY, CMX_SHAPE, TOKENIZER_TINY, tokenizer_export
+from mars_dist.tasks.maskgit import MaskGITTask
+from mars_dist.tasks.next_token import NextTokenTask
+from tests.ar_exports import CMX_SHAPE, REPO, TOKENIZER_TINY, tokenizer_export
 from tests.fixtures.dist import run_distributed
 
 ATOL = 2e-6
@@ -69,6 +72,7 @@ MICRO_BATCH = 1
 BACKENDS: Dict[str, List[str]] = VARIANTS
 GAN_BACKENDS = list(BACKENDS)
 AR_BACKENDS = list(BACKENDS)
+GENERATOR_TASKS = ["ar", "next_token", "maskgit"]  # task name = its config folder, section and trained model
 EXACT_BACKENDS = ["ddp", "zero2"]  # 1 x accumulation 4 == 2 x accumulation 2
 # random position init: see "Why the GAN runs ... with random position embeddings" above
 NO_RESTART = ["tokenizer.dead_code_steps=0", "tokenizer.quant_dropout=0", "tokenizer.pos_init=random"]
@@ -177,12 +181,24 @@ class RecordingARTask(RecordsLosses, ARTask):
     pass
 
 
+class RecordingNextTokenTask(RecordsLosses, NextTokenTask):
+    pass
+
+
+class RecordingMaskGITTask(RecordsLosses, MaskGITTask):
+    pass
+
+
+RECORDING = {"gan": RecordingTokenizerTask, "ar": RecordingARTask, "next_token": RecordingNextTokenTask,
+             "maskgit": RecordingMaskGITTask}
+
+
 # ---------------------------------------------------------------------------------------------- per-rank body
 def _train(task_name: str, variant: str, overrides: List[str], run_dir: Path, tokenizer_dir: str) -> Dict[str, Any]:
-    config = TOKENIZER_TINY if task_name == "gan" else AR_TINY
-    extra = ["tokenizer.disc.start_step=0"] if task_name == "gan" else [f"ar.tokenizer_path={tokenizer_dir}"]
+    config = TOKENIZER_TINY if task_name == "gan" else REPO / "configs" / task_name / "tiny.yaml"
+    extra = ["tokenizer.disc.start_step=0"] if task_name == "gan" else [f"{task_name}.tokenizer_path={tokenizer_dir}"]
     cfg = load_config(config, COMMON + extra + BACKENDS[variant] + overrides + [f"run_dir={run_dir}"])
-    task_cls = RecordingTokenizerTask if task_name == "gan" else RecordingARTask
+    task_cls = RECORDING[task_name]
     task = task_cls(cfg, {"cmx_shape": list(CMX_SHAPE)})
     backend = build_backend(cfg)
     task.backend = backend
@@ -218,7 +234,7 @@ def key(task: str, variant: str, overrides: Sequence[str] = ()) -> str:
 # is built, and FSDP2's DTensor parameters do not pass through its replacement (one backend per
 # process in real runs; several here to keep launches few).
 TWO_PROCESS_PLAN = sorted([("gan", v, []) for v in GAN_BACKENDS] + [("gan", v, NO_RESTART) for v in EXACT_BACKENDS]
-                          + [("ar", v, []) for v in AR_BACKENDS], key=lambda run: run[1] == "zero3")
+                          + [(task, v, []) for task in GENERATOR_TASKS for v in AR_BACKENDS], key=lambda run: run[1] == "zero3")
 ONE_PROCESS_PLAN = [("gan", v, NO_RESTART) for v in EXACT_BACKENDS]
 
 
@@ -372,18 +388,19 @@ def test_gan_1_process_x_accumulation_4_equals_2_processes_x_2(launches, variant
 
 @pytest.mark.distributed
 @pytest.mark.slow
+@pytest.mark.parametrize("task", GENERATOR_TASKS)
 @pytest.mark.parametrize("variant", AR_BACKENDS)
-def test_ar_trains_on_every_backend_and_leaves_the_frozen_tokenizer_alone(launches, variant):
+def test_generators_train_on_every_backend_and_leave_the_frozen_tokenizer_alone(launches, task, variant):
     from mars_dist.tasks.shared.exported import load_exported
 
     exported, _ = load_exported(launches["tokenizer_dir"])
     exported_sd = exported.state_dict()
     for rank, results in enumerate(launches[2]):
-        run = results[key("ar", variant)]
-        assert all(torch.isfinite(torch.tensor(v)) for logs in run["losses"] for v in logs.values()), f"{variant} rank {rank}"
+        run = results[key(task, variant)]
+        assert all(torch.isfinite(torch.tensor(v)) for logs in run["losses"] for v in logs.values()), f"{task} {variant} rank {rank}"
         frozen = run["weights"]["tokenizer"]
-        assert all(torch.equal(frozen[k], exported_sd[k]) for k in exported_sd), f"{variant} rank {rank}: frozen tokenizer changed"
-    run = launches[2][0][key("ar", variant)]
-    assert _max_diff(run["weights"]["ar"], run["initial"]["ar"]) > 1e-3, f"{variant}: AR weights did not move"
-    diff = _max_diff(run["weights"]["ar"], launches[2][0][key("ar", "ddp")]["weights"]["ar"])
-    assert diff <= ATOL, f"{variant} vs ddp: AR differs by {diff}"
+        assert all(torch.equal(frozen[k], exported_sd[k]) for k in exported_sd), f"{task} {variant} rank {rank}: frozen tokenizer changed"
+    run = launches[2][0][key(task, variant)]
+    assert _max_diff(run["weights"][task], run["initial"][task]) > 1e-3, f"{task} {variant}: weights did not move"
+    diff = _max_diff(run["weights"][task], launches[2][0][key(task, "ddp")]["weights"][task])
+    assert diff <= ATOL, f"{task} {variant} vs ddp: differs by {diff}"

@@ -1,4 +1,4 @@
-"""Generation speed, and a learning check, of tokenizer + next-scale AR + Griffin-Lim.
+"""Generation speed, the side-by-side comparison of the generator families, and a learning check.
 
 Speed (default): seconds per generated 4 s note, split into AR sampling (with CFG, so two
 branches), tokenizer decode and Griffin-Lim, and the real-time factor (seconds of compute per
@@ -10,15 +10,26 @@ Weights are random: the time per note does not depend on them (sampling sorts th
 vocabulary for top-p whatever the distribution). Tokenizer per preset: tiny and small use
 configs/tokenizer/{tiny,small}.yaml, d12..d24 the paper's (configs/tokenizer/paper.yaml).
 
+Comparison (docs/generators.md): the three families on the same tokenizer at matched parameter
+counts (the same preset), measured side by side in one run: sequential forward passes per note,
+seconds per note at each batch size, notes/s and RTF; then how the token stage of each family
+grows with the finest map (16 x 16 vs 32 x 32 tokens):
+
+    python -m mars_dist.bench.generate --compare [--presets small] [--families next_scale next_token maskgit]
+        [--map-sizes 16 32] [--map-preset tiny]
+
 Attention (on a GPU): which fused SDPA kernels accept the training block-causal mask, and their
 time against the math fallback:   python -m mars_dist.bench.generate --attention
 
-Learning check: synthetic set -> shards -> tokenizer (small) -> AR (small), both through the real
-trainer for a bounded number of steps, then notes generated for requested pitches; reports how
-often the f0 of a generated note lies within a semitone of the requested pitch (and the same for
-the tokenizer's reconstructions of real notes, the ceiling, and for unconditional samples, the floor):
+Learning check (mars_dist/bench/generate_learn.py): synthetic set -> shards -> tokenizer (small) ->
+the small model of each family, all through the real trainer for a bounded number of steps, then
+notes generated for requested pitches; reports how often the f0 of a generated note lies within a
+semitone of the requested pitch (and the same for the tokenizer's reconstructions of real notes,
+the ceiling, and for unconditional samples, the floor), the zero-shot editing table of each family
+against the baselines and, with --evaluate, the evaluation's table (python -m mars_dist.evaluate):
 
     python -m mars_dist.bench.generate --learn --work runs/learn-check [--tok-steps 600 --ar-steps 600]
+        [--families next_scale next_token maskgit] [--edit-notes 16] [--evaluate]
 """
 from __future__ import annotations
 
@@ -27,44 +38,29 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
-from mars_dist.config import load_config
+from mars_dist.bench.families import FAMILIES, TOKENIZER_OF_PRESET, build_generator, tokenizer_config, tokenizer_config_for
 from mars_dist.engine.device import resolve_device
-from mars_dist.models.generators.next_scale.model import NextScaleAR
-from mars_dist.models.generators.next_scale.config import AR_PRESETS, ar_preset
 from mars_dist.generation.generator import Generator, SamplingSettings
 from mars_dist.generation.notes import labels_to_tensors
+from mars_dist.models.generators.maskgit.config import MaskGITConfig
+from mars_dist.models.generators.next_scale.config import AR_PRESETS, ar_preset, preset
 from mars_dist.models.tokenizer.model import SpectrogramTokenizer
-from mars_dist.tasks.ar import NextScaleGenerator
+from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TOKENIZER_OF_PRESET = {"tiny": "tiny", "small": "small"}  # every other preset: the paper tokenizer
 NOTE_SECONDS = 4.0
-
-
-def tokenizer_config_for(preset: str):
-    """The tokenizer settings a preset is used with (configs/tokenizer/{tiny,small,paper}.yaml)."""
-    return tokenizer_config(TOKENIZER_OF_PRESET.get(preset, "paper"))
-
-
-def tokenizer_config(name: str):
-    path = CONFIGS / "tokenizer" / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the benchmark reads the repository's tokenizer configs")
-    return load_config(path).tokenizer
-
-
-def build_generator(preset: str, audio_cfg: AudioConfig, dtype: torch.dtype, device: torch.device) -> NextScaleGenerator:
-    frontend = AudioFrontend(audio_cfg)
-    tokenizer = SpectrogramTokenizer(tokenizer_config_for(preset), frontend.cmx_shape)
-    q = tokenizer.quantizer
-    ar = NextScaleAR(ar_preset(preset), q.scales, q.codebook_size, q.codebook_dim)
-    return NextScaleGenerator(ar, tokenizer, frontend, device, dtype)
+SPEED_PRESETS = ["tiny", "small", "d12", "d16"]
+COMPARE_PRESETS = ["small"]
+# Finest token map -> a scale schedule ending there (16: the paper's; 32: VAR's 512-px schedule).
+MAP_SCHEDULES = {
+    16: [1, 2, 3, 4, 6, 8, 10, 13, 16],
+    32: [1, 2, 3, 4, 6, 9, 13, 18, 24, 32],
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -92,6 +88,90 @@ def time_batch(gen: Generator, batch: int, settings: SamplingSettings, seed: int
     return times
 
 
+def run_compare(args) -> Dict[str, List[Dict[str, object]]]:
+    """The families side by side: for each preset and batch size, every family in turn on one shared
+    tokenizer, so they see the same machine load; then the token stage alone versus the map size."""
+    device = resolve_device(args.device, 0, key="--device")
+    audio_cfg = AudioConfig()
+    audio_cfg.griffin_lim.n_iter = args.gl_iters
+    settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p)
+    # One dtype for the whole comparison: the last of --dtypes, else bf16 on a GPU and fp32 on a CPU
+    # (there bf16 made the next-token AR's one-token steps several times slower, the others ~2x).
+    dtype_name = args.dtypes[-1] if args.dtypes else ("bf16" if device.type == "cuda" else "fp32")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {dtype_name}, Griffin-Lim {args.gl_iters} "
+          f"iterations, cfg {args.cfg} (two branches), top-p {args.top_p}, MaskGIT {MaskGITConfig.iterations} "
+          f"iterations; seconds per 4 s note (fastest of {args.repeats})", flush=True)
+    header = (f"{'preset':>6} {'family':>10} {'params':>8} {'passes':>6} {'GFLOP':>7} {'batch':>5} | {'tokens':>7} "
+              f"{'decode':>7} {'GL':>6} {'total':>7} | {'notes/s':>7} {'RTF':>6}")
+    print(header + "\n" + "-" * len(header))
+    rows: List[Dict[str, object]] = []
+    for preset_name in args.presets:
+        torch.manual_seed(0)
+        tokenizer = SpectrogramTokenizer(tokenizer_config_for(preset_name), AudioFrontend(audio_cfg).cmx_shape)
+        gens = {f: build_generator(preset_name, audio_cfg, dtype, device, f, tokenizer) for f in args.families}
+        for gen in gens.values():
+            time_batch(gen, 1, settings, seed=0)  # warm-up
+        for batch in args.batches:
+            for family, gen in gens.items():
+                runs = [time_batch(gen, batch, settings, seed=r) for r in range(args.repeats)]
+                per_note = {k: min(r[k] for r in runs) / batch for k in runs[0]}
+                total = sum(per_note.values())
+                row = {"preset": preset_name, "family": family, "params": sum(p.numel() for p in gen.model.parameters()),
+                       "sequential_passes": gen.sequential_steps(settings), "batch": batch,
+                       "gflop_per_note": gen.model.flops_per_sample(training=False) / 1e9,
+                       **{f"{k}_s_per_note": v for k, v in per_note.items()}, "total_s_per_note": total,
+                       "notes_per_s": 1.0 / total, "real_time_factor": total / NOTE_SECONDS}
+                rows.append(row)
+                print(f"{preset_name:>6} {family:>10} {row['params'] / 1e6:>7.1f}M {row['sequential_passes']:>6} "
+                      f"{row['gflop_per_note']:>7.1f} {batch:>5} | {per_note['ar']:>7.3f} {per_note['decode']:>7.3f} "
+                      f"{per_note['griffin_lim']:>6.3f} {total:>7.3f} | {1.0 / total:>7.2f} {total / NOTE_SECONDS:>6.3f}",
+                      flush=True)
+        del gens, tokenizer
+    return {"families": rows, "map_sizes": run_map_sizes(args, device, dtype, settings) if args.map_sizes else []}
+
+
+def run_map_sizes(args, device: torch.device, dtype: torch.dtype, settings: SamplingSettings) -> List[Dict[str, object]]:
+    """Seconds of the token stage alone (batch 1) per family for finest maps of each --map-sizes,
+    and each family's time over the next-scale AR's: the sequential passes grow as the token count
+    for next-token, as the scale count for next-scale, and stay at the iteration count for MaskGIT."""
+    tok = tokenizer_config(TOKENIZER_OF_PRESET.get(args.map_preset, "paper"))
+    print(f"\ntoken stage alone vs finest map size ({args.map_preset} preset, codebook {tok.codebook_size}, batch 1)")
+    print(f"{'map':>5} {'tokens':>6} {'family':>10} {'passes':>6} {'seconds':>8} {'x next-scale':>12}")
+    rows: List[Dict[str, object]] = []
+    for size in args.map_sizes:
+        scales = [(s, s) for s in MAP_SCHEDULES[size]]
+        torch.manual_seed(0)
+        quantizer = MultiScaleQuantizer(tok.codebook_size, tok.codebook_dim, scales).eval().to(device)
+        labels = labels_to_tensors([{"pitch": 60, "instrument_family": 3}], device)
+        seconds = {}
+        for family in args.families:
+            model_class, config_class, _, _ = FAMILIES[family]
+            model = model_class.for_quantizer(preset(config_class, args.map_preset), quantizer).to(device, dtype).eval()
+
+            def run(seed: int) -> None:
+                model.generate(quantizer, labels, 1, cfg_scale=settings.cfg_scale, top_p=settings.top_p,
+                               generator=torch.Generator(device).manual_seed(seed))
+
+            if size == args.map_sizes[0]:
+                run(0)  # warm-up (allocator, kernels), once per family: a run at the larger map is minutes on a CPU
+            times = []
+            for r in range(args.repeats):
+                t0 = time.perf_counter()
+                run(r)
+                _sync(device)
+                times.append(time.perf_counter() - t0)
+            seconds[family] = min(times)
+            rows.append({"finest_map": size, "tokens": sum(s * s for s in MAP_SCHEDULES[size]), "family": family,
+                         "sequential_passes": model.sequential_steps(), "seconds": seconds[family]})
+        for row in rows[-len(args.families):]:
+            row["ratio_to_next_scale"] = row["seconds"] / seconds["next_scale"] if "next_scale" in seconds else None
+            ratio = f"{row['ratio_to_next_scale']:.1f}" if row["ratio_to_next_scale"] is not None else "-"
+            print(f"{size:>3}^2 {row['tokens']:>6} {row['family']:>10} {row['sequential_passes']:>6} "
+                  f"{row['seconds']:>8.3f} {ratio:>12}", flush=True)
+    return rows
+
+
 def run_speed(args) -> List[Dict[str, object]]:
     device = resolve_device(args.device, 0, key="--device")
     audio_cfg = AudioConfig()
@@ -108,7 +188,7 @@ def run_speed(args) -> List[Dict[str, object]]:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
             torch.manual_seed(0)
             gen = build_generator(preset, audio_cfg, dtype, device)
-            params = sum(p.numel() for p in gen.ar.parameters())
+            params = sum(p.numel() for p in gen.model.parameters())
             time_batch(gen, 1, settings, seed=0)  # warm-up: allocator, kernels, lazy inits
             for batch in args.batches:
                 runs = [time_batch(gen, batch, settings, seed=r) for r in range(args.repeats)]
@@ -156,53 +236,14 @@ def run_attention(args) -> None:
             print(f"  {name:>9}: not available for this mask ({str(err).splitlines()[0][:100]})")
 
 
-# --------------------------------------------------------------------------- learning check
-def _train(config: Path, run_dir: Path, model: Optional[str], overrides: Sequence[str]) -> Path:
-    """Trains through mars_dist.train (debug backend, this process) and exports `model` of the last checkpoint."""
-    from mars_dist.engine.checkpoint import resolve_resume
-    from mars_dist.export import export_checkpoint
-    from mars_dist.train import main as train_main
-
-    status = train_main(["--config", str(config), "--resume", "none", f"run_dir={run_dir}", *overrides])
-    if status != 0:
-        raise RuntimeError(f"training {config} exited with status {status}")
-    last = resolve_resume(run_dir, "auto")
-    return export_checkpoint(last, model, run_dir / "export")
-
-
-def run_learn(args) -> Dict[str, float]:
-    from mars_dist.bench.synthetic_set import synthetic_shards
-    from mars_dist.eval.report import pitch_report, read_validation_notes, reconstruct
-    from mars_dist.generation.loaders import load_generator, load_tokenizer
-
-    work = Path(args.work)
-    shards = synthetic_shards(work, {"train": args.train_notes, "valid": args.valid_notes})
-    data = [f"data.train_shards={shards['train']}", f"data.valid_shards={shards['valid']}", "logging.wandb_mode=disabled"]
-    t0 = time.perf_counter()
-    tok_dir = _train(CONFIGS / "tokenizer" / "small.yaml", work / "tokenizer", "tokenizer_ema", [*data, f"train.max_steps={args.tok_steps}",
-                                                                                 f"checkpoint.every_steps={args.tok_steps}"])
-    t1 = time.perf_counter()
-    ar_dir = _train(CONFIGS / "ar" / "small.yaml", work / "ar", "ar", [*data, f"train.max_steps={args.ar_steps}",
-                                                                 f"checkpoint.every_steps={args.ar_steps}", f"ar.tokenizer_path={tok_dir}"])
-    t2 = time.perf_counter()
-    tokenizer = load_tokenizer(tok_dir)
-    gen = load_generator(ar_dir, tokenizer, torch.device("cpu"))
-    notes = read_validation_notes(str(shards["valid"]), tokenizer.frontend, limit=16)
-    recon = reconstruct(tokenizer.module, tokenizer.frontend, notes.cmx_NCHW)
-    settings = SamplingSettings(cfg_scale=args.cfg, top_p=args.top_p)
-    result = {
-        **pitch_report(gen, notes, recon.wave_NT, args.pitches, args.per_pitch, settings, seed=0),
-        "tokenizer_train_s": t1 - t0, "ar_train_s": t2 - t1,
-    }
-    print(json.dumps(result, indent=1))
-    return result
-
-
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="mars_dist.bench.generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", nargs="+", default=["tiny", "small", "d12", "d16"], choices=list(AR_PRESETS))
+    p.add_argument("--presets", nargs="+", default=None, choices=list(AR_PRESETS),
+                   help="size presets (default: tiny small d12 d16; with --compare: small, so it ends in minutes "
+                        "on a CPU: the next-token AR needs 655 sequential passes per note)")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
-    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--dtypes", nargs="+", default=None, choices=["fp32", "bf16"],
+                   help="default: fp32 bf16; with --compare one dtype, bf16 on a GPU and fp32 on a CPU")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per setting (the fastest counts)")
     p.add_argument("--gl-iters", type=int, default=32)
     p.add_argument("--cfg", type=float, default=3.0)
@@ -211,6 +252,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--compare", action="store_true", help="the generator families side by side at matched sizes")
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    p.add_argument("--map-sizes", nargs="*", type=int, default=[16, 32], choices=sorted(MAP_SCHEDULES),
+                   help="--compare: finest token maps for the token-stage scaling (none: skip it)")
+    p.add_argument("--map-preset", default="tiny", choices=list(AR_PRESETS),
+                   help="--compare: preset of the scaling runs (tiny: the 32 x 32 map has 2,240 tokens, which at "
+                        "the small preset take the next-token AR and MaskGIT minutes each on a CPU)")
     p.add_argument("--attention", action="store_true", help="GPU: SDPA kernels vs the block-causal mask")
     p.add_argument("--attention-batch", type=int, default=16)
     p.add_argument("--learn", action="store_true", help="the learning check instead of the speed table")
@@ -221,7 +269,16 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--ar-steps", type=int, default=600)
     p.add_argument("--pitches", nargs="+", type=int, default=[36, 43, 48, 55, 60, 67, 72, 79, 84])
     p.add_argument("--per-pitch", type=int, default=4)
-    return p.parse_args(argv)
+    p.add_argument("--edit-notes", type=int, default=16, help="--learn: validation notes in the editing table (0 = skip)")
+    p.add_argument("--evaluate", action="store_true", help="--learn: also train the classifier and run mars_dist.evaluate")
+    p.add_argument("--classifier-steps", type=int, default=300)
+    p.add_argument("--eval-generate", type=int, default=64, help="--learn --evaluate: generated notes per family")
+    args = p.parse_args(argv)
+    if args.presets is None:
+        args.presets = COMPARE_PRESETS if args.compare else SPEED_PRESETS
+    if args.dtypes is None and not args.compare:
+        args.dtypes = ["fp32", "bf16"]
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -231,7 +288,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.attention:
         run_attention(args)
     elif args.learn:
+        from mars_dist.bench.generate_learn import run_learn
+
         run_learn(args)
+    elif args.compare:
+        result = run_compare(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
     else:
         rows = run_speed(args)
         if args.json:

@@ -1,11 +1,15 @@
-"""The size presets of the next-scale AR as a table, computed from the code (nothing measured):
+"""The size presets of the generators as tables, computed from the code (nothing measured):
 
     python -m mars_dist.bench.presets
 
-Parameters and forward GFLOPs per note (one branch, no CFG) with the paper tokenizer (16,384 codes,
-9 scales), and parameters with the tokenizer each preset is used with (tiny and small: the tiny
-and small tokenizers). Models are built on the meta device, so even d24 costs no memory.
-docs/ar.md prints this table; tests/test_presets.py keeps the two in step.
+(1) The next-scale AR: parameters and forward GFLOPs per note (one branch, no CFG) with the paper
+tokenizer (16,384 codes, 9 scales), and parameters with the tokenizer each preset is used with
+(tiny and small: the tiny and small tokenizers). docs/ar.md prints it.
+(2) The three families at each preset with the paper tokenizer: parameters (equal: one trunk),
+sampling GFLOPs per note (one branch, no CFG; MaskGIT at its default 16 iterations) and the
+forward passes that must run one after the other. docs/generators.md prints it.
+Models are built on the meta device, so even d24 costs no memory; tests/test_presets.py and
+tests/test_generator_presets.py keep the docs in step.
 """
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from mars_dist.bench.generate import TOKENIZER_OF_PRESET, tokenizer_config
-from mars_dist.models.generators.next_scale.config import AR_PRESETS, ar_preset
+from mars_dist.bench.families import FAMILIES, TOKENIZER_OF_PRESET, tokenizer_config
+from mars_dist.models.generators.next_scale.config import AR_PRESETS, ar_preset, preset
 from mars_dist.models.generators.next_scale.model import NextScaleAR
 
 
@@ -49,10 +53,34 @@ def markdown(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def family_rows() -> List[Dict[str, object]]:
+    tok = tokenizer_config("paper")
+    rows = []
+    for name in AR_PRESETS:
+        for family, (model_class, config_class, _, _) in FAMILIES.items():
+            with torch.device("meta"):
+                model = model_class(preset(config_class, name), tok.scales, tok.codebook_size, tok.codebook_dim)
+            rows.append({"preset": name, "family": family, "params_paper_tokenizer": sum(p.numel() for p in model.parameters()),
+                         "sampling_gflop_per_note": model.flops_per_sample(training=False) / 1e9,
+                         "sequential_passes": model.sequential_steps()})
+    return rows
+
+
+def family_markdown(rows: List[Dict[str, object]]) -> str:
+    lines = ["| preset | family | params (paper tokenizer) | sampling GFLOP/note | sequential passes/note |",
+             "|--------|--------|--------------------------|---------------------|------------------------|"]
+    for r in rows:
+        lines.append(f"| {r['preset']} | {r['family']} | {r['params_paper_tokenizer'] / 1e6:.1f}M | "
+                     f"{r['sampling_gflop_per_note']:.1f} | {r['sequential_passes']} |")
+    return "\n".join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argparse.ArgumentParser(prog="mars_dist.bench.presets", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     print(markdown(preset_rows()))
+    print()
+    print(family_markdown(family_rows()))
     return 0
 
 

@@ -24,6 +24,7 @@ class SamplingSettings:
     top_k: int = 0           # keep the k most likely codes (0 = all)
     top_p: float = 0.95      # nucleus mass (0 or 1 = off)
     temperature: float = 1.0  # 0 = greedy
+    iterations: Optional[int] = None  # iterative decoders (MaskGIT): passes per note (None = the export's)
 
 
 @dataclass
@@ -64,6 +65,10 @@ class Generator(ABC):
         """Regenerates the tokens where `keep_masks` (bool, one [B, h_k, w_k] per scale) is False and
         keeps the others; families that cannot condition on kept tokens say so."""
         raise UserValueError(f"the {self.task or type(self).__name__} generator cannot edit notes")
+
+    def sequential_steps(self, settings: SamplingSettings) -> int:
+        """Forward passes per note that must run one after the other (0 = the family does not say)."""
+        return 0
 
     @torch.no_grad()
     def spectrogram(self, idx_list: Sequence[torch.Tensor]) -> torch.Tensor:

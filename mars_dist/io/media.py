@@ -60,7 +60,7 @@ def write_spectrogram_grid(rows: Dict[str, torch.Tensor], path: str, axes: Spect
     bar = fig.colorbar(image, ax=grid, fraction=0.03, pad=0.02)
     bar.set_label("dB", fontsize=7)
     bar.ax.tick_params(labelsize=6)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight"))
     plt.close(fig)
 
 

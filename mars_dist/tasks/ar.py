@@ -8,27 +8,23 @@ the evaluation can sample any exported AR.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mars_dist.audio.frontend import AudioFrontend
-from mars_dist.config import run_config_from_dict
 from mars_dist.engine import schedule as lr_schedule
 from mars_dist.engine.optim import adamw_factory
 from mars_dist.engine.task import Models, ModelSpec, Task
-from mars_dist.generation.generator import Generator, SamplingSettings
-from mars_dist.generation.loaders import ExportedTokenizer, register_generator
-from mars_dist.generation.notes import write_notes
-from mars_dist.labels import CONDITION_CLASSES
-from mars_dist.engine.full_params import full_tensors
+from mars_dist.generation.generator import SamplingSettings
+from mars_dist.generation.loaders import register_generator
+from mars_dist.generation.model_generator import ModelGenerator
+from mars_dist.generation.training import condition_labels, log_generated_notes
 from mars_dist.models.generators.next_scale.config import NextScaleConfig
 from mars_dist.models.generators.next_scale.model import NextScaleAR
 from mars_dist.tasks.registry import register_task
-from mars_dist.tasks.shared.exported import load_weights
 from mars_dist.tasks.shared.frozen_tokenizer import load_frozen_tokenizer, tokenizer_geometry
 
 TOKENIZER_KEY = "ar.tokenizer_path"
@@ -48,10 +44,6 @@ class ARTaskConfig(NextScaleConfig):
 def build_ar(ar_cfg: NextScaleConfig, quantizer: nn.Module) -> NextScaleAR:
     """An AR over `quantizer`'s scales and codebook."""
     return NextScaleAR(ar_cfg, quantizer.scales, quantizer.codebook_size, quantizer.codebook_dim)
-
-
-def condition_labels(batch: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
-    return {name: batch[name] for name in CONDITION_CLASSES if name in batch}
 
 
 @register_task("ar", config=ARTaskConfig)
@@ -108,57 +100,18 @@ class ARTask(Task):
 
     @torch.no_grad()
     def log_media(self, step: int, models: Models, batch: Dict[str, Any], out_dir) -> Dict[str, Any]:
-        """Generates notes for the first `ar.media_notes` label sets of `batch` (fixed seed) -> wav + PNG.
-
-        The AR may be sharded (FSDP2, ZeRO-3): every rank gathers the full weights (collective),
-        and rank 0 generates with a plain copy.
-        """
-        ar = models.unwrap("ar")
-        named = list(ar.named_parameters())
-        with full_tensors([p for _, p in named]) as full:
-            state = {name: t.detach().clone() for (name, _), t in zip(named, full)}
-        if out_dir is None:
-            return {}
+        """Generates notes for the first `ar.media_notes` label sets of `batch` (fixed seed) -> wav + PNG
+        (every rank gathers the AR's weights; rank 0 generates: generation/training.py)."""
         tokenizer = models.unwrap("tokenizer")
-        sampler = build_ar(self.settings, tokenizer.quantizer)
-        sampler.load_state_dict(state)
-        n = min(self.settings.media_notes, len(batch["cmx"]))
-        label_sets = [{name: int(values[i]) for name, values in condition_labels(batch).items()} for i in range(n)]
-        device = next(tokenizer.parameters()).device
-        gen = NextScaleGenerator(sampler, tokenizer, AudioFrontend(self.cfg.audio), device)
         settings = SamplingSettings(cfg_scale=self.settings.media_cfg_scale, top_p=self.settings.media_top_p)
-        wavs: List[Path] = []
-        for generated in gen.generate(label_sets, settings, gen.rng(self.cfg.seed), batch_size=n):
-            wavs += write_notes(generated, Path(out_dir) / f"ar-step{step:08d}", len(wavs), gen.frontend)
-        import wandb
-
-        sample_rate = self.cfg.audio.stft.sample_rate
-        items: Dict[str, Any] = {}
-        for i, wav in enumerate(wavs):
-            items[f"media/generated_{i}"] = wandb.Audio(str(wav), sample_rate=sample_rate, caption=f"{wav.stem} (step {step})")
-            items[f"media/generated_{i}_spectrogram"] = wandb.Image(str(wav.with_suffix(".png")), caption=wav.stem)
-        return items
+        return log_generated_notes(models.unwrap("ar"), lambda: build_ar(self.settings, tokenizer.quantizer),
+                                   NextScaleGenerator, tokenizer, AudioFrontend(self.cfg.audio), batch, out_dir,
+                                   f"ar-step{step:08d}", settings, self.settings.media_notes, self.cfg.seed, step)
 
 
 @register_generator(ARTask)
-class NextScaleGenerator(Generator):
-    """Scale by scale with a KV cache, guidance ramped linearly over the scales."""
+class NextScaleGenerator(ModelGenerator):
+    """Scale by scale with a KV cache, guidance ramped linearly over the scales. Editing teacher-forces
+    the kept tokens at every scale, so each scale is predicted from the kept coarser tokens."""
 
-    def __init__(self, ar: NextScaleAR, tokenizer: nn.Module, frontend: AudioFrontend, device: torch.device,
-                 dtype: torch.dtype = torch.float32):
-        super().__init__(tokenizer, frontend, device, dtype)
-        self.ar = ar.to(device=device, dtype=dtype).eval()
-
-    @classmethod
-    def from_export(cls, weights: Dict[str, torch.Tensor], config: Dict[str, Any], tokenizer: ExportedTokenizer,
-                    device: torch.device, dtype: torch.dtype, path: Path) -> "NextScaleGenerator":
-        ar = build_ar(run_config_from_dict(config["run_config"]).ar, tokenizer.module.quantizer)
-        q = tokenizer.module.quantizer
-        load_weights(ar, weights, f"--model {path} does not fit the tokenizer (scales {q.scales}, codebook "
-                                  f"{q.codebook_size} x {q.codebook_dim})")
-        return cls(ar, tokenizer.module, tokenizer.frontend, device, dtype)
-
-    def tokens(self, labels, batch: int, settings: SamplingSettings, generator) -> List[torch.Tensor]:
-        return self.ar.generate(self.tokenizer.quantizer, labels, batch, cfg_scale=settings.cfg_scale,
-                                top_k=settings.top_k, top_p=settings.top_p, temperature=settings.temperature,
-                                generator=generator)
+    build_model = staticmethod(build_ar)

@@ -1,5 +1,5 @@
-"""Transformer pieces of the next-scale AR: l2-normalised SDPA attention with a KV cache, and
-AdaLN-modulated blocks / head whose scale, shift and gate come from the condition token.
+"""Transformer pieces every generator family shares: l2-normalised SDPA attention with a KV cache,
+and AdaLN-modulated blocks / head whose scale, shift and gate come from the condition token.
 
 The modulation (a function of the condition only) is computed once per forward or per generated
 batch, not once per scale: at batch 1 re-reading the 6*C*C modulation weights of every block at
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
@@ -20,20 +19,39 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 _FUSED_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]
 
 
-@dataclass
 class LayerKVCache:
-    """Keys and values of every token one attention layer has seen so far ([B, H, l, c])."""
+    """Keys and values of every token one attention layer has seen so far, in a buffer allocated
+    once for the whole sequence (`capacity` tokens): each step writes its tokens in place and
+    attends to the filled prefix. Growing the cache by concatenation would copy all of it again at
+    every step, which for token-by-token decoding is O(L^2) bytes moved per layer.
+    """
 
-    k_BHlc: Optional[torch.Tensor] = None
-    v_BHlc: Optional[torch.Tensor] = None
+    def __init__(self, capacity: int):
+        self.capacity, self.length = capacity, 0
+        self._k_BHLc: Optional[torch.Tensor] = None
+        self._v_BHLc: Optional[torch.Tensor] = None
 
     def extend(self, k_BHlc: torch.Tensor, v_BHlc: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.k_BHlc is None:
-            self.k_BHlc, self.v_BHlc = k_BHlc, v_BHlc
-        else:
-            self.k_BHlc = torch.cat((self.k_BHlc, k_BHlc), dim=2)
-            self.v_BHlc = torch.cat((self.v_BHlc, v_BHlc), dim=2)
+        """Appends this step's keys/values; returns views of all keys/values so far [B, H, length, c]."""
+        B, H, l, c = k_BHlc.shape
+        end = self.length + l
+        if end > self.capacity:
+            raise ValueError(f"KV cache holds {self.capacity} tokens; {self.length} + {l} do not fit")
+        if self._k_BHLc is None:
+            self._k_BHLc = k_BHlc.new_empty(B, H, self.capacity, c)
+            self._v_BHLc = v_BHlc.new_empty(B, H, self.capacity, c)
+        self._k_BHLc[:, :, self.length:end] = k_BHlc
+        self._v_BHLc[:, :, self.length:end] = v_BHlc
+        self.length = end
         return self.k_BHlc, self.v_BHlc
+
+    @property
+    def k_BHlc(self) -> Optional[torch.Tensor]:
+        return None if self._k_BHLc is None else self._k_BHLc[:, :, :self.length]
+
+    @property
+    def v_BHlc(self) -> Optional[torch.Tensor]:
+        return None if self._v_BHLc is None else self._v_BHLc[:, :, :self.length]
 
 
 class SelfAttention(nn.Module):
@@ -61,7 +79,9 @@ class SelfAttention(nn.Module):
             return sdpa_kernel(_FUSED_BACKENDS)
         return contextlib.nullcontext()
 
-    def forward(self, x_BLC: torch.Tensor, attn_mask_LL: Optional[torch.Tensor], cache: Optional[LayerKVCache]) -> torch.Tensor:
+    def forward(self, x_BLC: torch.Tensor, attn_mask_LL: Optional[torch.Tensor], cache: Optional[LayerKVCache],
+                causal: bool = False) -> torch.Tensor:
+        """`causal`: token i attends to tokens <= i (SDPA's own causal path, no mask tensor)."""
         B, L, C = x_BLC.shape
         qkv = self.qkv(x_BLC).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q_BHLc, k_BHLc, v_BHLc = qkv.unbind(0)
@@ -76,7 +96,7 @@ class SelfAttention(nn.Module):
             k_BHLc, v_BHLc = cache.extend(k_BHLc, v_BHLc)
         with self._backends(x_BLC.device):
             out_BHLc = F.scaled_dot_product_attention(
-                q_BHLc, k_BHLc, v_BHLc, attn_mask=attn_mask_LL,
+                q_BHLc, k_BHLc, v_BHLc, attn_mask=attn_mask_LL, is_causal=causal,
                 dropout_p=self.dropout if self.training else 0.0, scale=sm_scale,
             )
         return self.proj(out_BHLc.transpose(1, 2).reshape(B, L, C))
@@ -120,10 +140,10 @@ class AdaLNBlock(nn.Module):
         return self.ada(F.silu(cond_BD)).view(-1, 6, self.width)
 
     def forward(self, x_BLC: torch.Tensor, mod_B6C: torch.Tensor, attn_mask_LL: Optional[torch.Tensor],
-                cache: Optional[LayerKVCache] = None) -> torch.Tensor:
+                cache: Optional[LayerKVCache] = None, causal: bool = False) -> torch.Tensor:
         gate1, gate2, scale1, scale2, shift1, shift2 = mod_B6C.unsqueeze(2).unbind(1)  # each B1C
         h = self.norm(x_BLC) * (1 + scale1) + shift1
-        x_BLC = x_BLC + self.attn(h, attn_mask_LL, cache) * gate1
+        x_BLC = x_BLC + self.attn(h, attn_mask_LL, cache, causal) * gate1
         h = self.norm(x_BLC) * (1 + scale2) + shift2
         return x_BLC + self.ffn(h) * gate2
 

@@ -1,42 +1,19 @@
 """Architecture settings of the next-scale AR, and the named size presets the configs and benchmarks share.
 
-The AR task (mars_dist/tasks/ar.py) adds what training needs on top (the tokenizer to train on, media)."""
+The AR task (mars_dist/tasks/ar.py) adds what training needs on top (the tokenizer to train on, media).
+The other families (next_token/, maskgit/) are built at the same presets: they share the trunk, so
+equal depth and width mean equal parameter counts (python -m mars_dist.bench.presets)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Dict
+from typing import ClassVar, Dict
+
+from mars_dist.models.generators.trunk_config import TrunkConfig
 
 
 @dataclass
-class NextScaleConfig:
-    depth: int = 16
-    width: int = 1024
-    heads: int = 16
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
-    # Classifier-free guidance needs an unconditional model: with this probability a training sample
-    # gets ALL its labels replaced by their null entries (the branch CFG subtracts at inference).
-    cond_drop_prob: float = 0.1
-    # Each label is also nulled on its own with this probability, so any subset of labels is a
-    # condition the model has seen (e.g. "pitch 60, any instrument").
-    label_drop_prob: float = 0.1
-    attn_l2_norm: bool = True
-    norm_eps: float = 1e-6
-    # On CUDA, training attention is restricted to the fused SDPA kernels (efficient / cuDNN /
-    # flash) so a mask they cannot take fails loudly instead of silently running the O(L^2)-memory
-    # math path; set True to allow that fallback.
-    allow_math_attention: bool = False
-
-    def validate(self) -> None:
-        for key in ("depth", "width", "heads"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"ar.{key}={getattr(self, key)}: must be >= 1")
-        if self.width % self.heads:
-            raise ValueError(f"ar.width={self.width} is not divisible by ar.heads={self.heads}")
-        for key in ("cond_drop_prob", "label_drop_prob", "dropout"):
-            value = getattr(self, key)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"ar.{key}={value}: expected a probability in [0, 1]")
+class NextScaleConfig(TrunkConfig):
+    section: ClassVar[str] = "ar"
 
 
 def var_preset(depth: int) -> Dict[str, int]:
@@ -56,6 +33,11 @@ AR_PRESETS: Dict[str, Dict[str, int]] = {
 
 
 def ar_preset(name: str, **overrides) -> NextScaleConfig:
+    return preset(NextScaleConfig, name, **overrides)
+
+
+def preset(config_class: type, name: str, **overrides):
+    """`config_class` (any family's architecture dataclass) at the preset size `name` (overrides win)."""
     if name not in AR_PRESETS:
-        raise ValueError(f"unknown AR preset {name!r}: expected one of {', '.join(AR_PRESETS)}")
-    return replace(NextScaleConfig(), **AR_PRESETS[name], **overrides)
+        raise ValueError(f"unknown preset {name!r}: expected one of {', '.join(AR_PRESETS)}")
+    return replace(config_class(), **{**AR_PRESETS[name], **overrides})

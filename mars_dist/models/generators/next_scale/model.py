@@ -8,17 +8,15 @@ under a block-causal mask; inference runs scale by scale with a KV cache and nee
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from mars_dist.models.generators.blocks import AdaLNBlock, AdaLNHead, LayerKVCache
+from mars_dist.models.generators.blocks import LayerKVCache
 from mars_dist.models.generators.next_scale.config import NextScaleConfig
-from mars_dist.models.generators.conditioning import ConditionEmbedding
-from mars_dist.models.generators.sampling import guidance_schedule, guided_logits, sample_logits
+from mars_dist.models.generators.sampling import guidance_schedule, sample_logits
+from mars_dist.models.generators.trunk import AdaLNTrunk, Conditioning
 
 
 def block_causal_mask(scales: Sequence[Tuple[int, int]]) -> torch.Tensor:
@@ -27,65 +25,28 @@ def block_causal_mask(scales: Sequence[Tuple[int, int]]) -> torch.Tensor:
     return level_L.unsqueeze(1) >= level_L.unsqueeze(0)
 
 
-@dataclass
-class Conditioning:
-    """Everything the blocks need from the condition, computed once per forward / generated batch."""
-
-    cond_BD: torch.Tensor
-    block_mods: List[torch.Tensor]  # per block [B, 6, C]
-    head_mod: torch.Tensor  # [B, 2, C]
-
-
-class NextScaleAR(nn.Module):
+class NextScaleAR(AdaLNTrunk):
     def __init__(self, cfg: NextScaleConfig, scales: Sequence[Sequence[int]], codebook_size: int, codebook_dim: int):
-        super().__init__()
-        cfg.validate()
         if not scales:
             raise ValueError("NextScaleAR needs a non-empty scale schedule")
-        self.cfg = cfg
+        super().__init__(cfg, codebook_size, codebook_dim)
         self.scales: List[Tuple[int, int]] = [(int(h), int(w)) for h, w in scales]
-        self.codebook_size, self.codebook_dim = codebook_size, codebook_dim
         self.scale_lengths = [h * w for h, w in self.scales]
         self.scale_starts = [sum(self.scale_lengths[:k]) for k in range(len(self.scales))]
         self.num_tokens = sum(self.scale_lengths)
         C = cfg.width
-        init_std = math.sqrt(1.0 / C / 3.0)
 
-        self.cond = ConditionEmbedding(C, cfg.cond_drop_prob, cfg.label_drop_prob, init_std)
-        self.word_embed = nn.Linear(codebook_dim, C)
         self.pos_start_1lC = nn.Parameter(torch.empty(1, self.scale_lengths[0], C))
         self.pos_1LC = nn.Parameter(torch.empty(1, self.num_tokens, C))
         self.level_embed = nn.Embedding(len(self.scales), C)
-        for p in (self.pos_start_1lC, self.pos_1LC, self.level_embed.weight):
-            nn.init.trunc_normal_(p, std=init_std)
-        self.blocks = nn.ModuleList(
-            AdaLNBlock(C, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.attn_l2_norm, cfg.norm_eps, cfg.allow_math_attention)
-            for _ in range(cfg.depth)
-        )
-        self.head = AdaLNHead(C, codebook_size, cfg.norm_eps)
-        self._init_linears(init_std)
+        self._init_tables(self.pos_start_1lC, self.pos_1LC, self.level_embed.weight)
+        self._build_blocks()
 
         level_L = torch.cat([torch.full((n,), k) for k, n in enumerate(self.scale_lengths)])
         self.register_buffer("level_L", level_L, persistent=False)
         self.register_buffer("attn_mask_LL", block_causal_mask(self.scales), persistent=False)
 
-    def _init_linears(self, init_std: float) -> None:
-        for block in self.blocks:
-            for lin in (block.attn.qkv, block.attn.proj, block.ffn.fc1, block.ffn.fc2):
-                nn.init.trunc_normal_(lin.weight, std=init_std)
-                nn.init.zeros_(lin.bias)
-            # Scale residual-branch outputs down with depth so the residual stream's variance stays put.
-            for lin in (block.attn.proj, block.ffn.fc2):
-                lin.weight.data.div_(math.sqrt(2 * self.cfg.depth))
-        nn.init.trunc_normal_(self.word_embed.weight, std=init_std)
-        nn.init.zeros_(self.word_embed.bias)
-        nn.init.trunc_normal_(self.head.out.weight, std=0.02 * init_std)
-        nn.init.zeros_(self.head.out.bias)
-
-    # --- conditioning and embeddings -------------------------------------------------------------
-    def condition(self, cond_BD: torch.Tensor) -> Conditioning:
-        return Conditioning(cond_BD, [b.modulation(cond_BD) for b in self.blocks], self.head.modulation(cond_BD))
-
+    # --- embeddings ------------------------------------------------------------------------------
     def _position(self, start: int, end: int) -> torch.Tensor:
         return self.pos_1LC[:, start:end] + self.level_embed(self.level_L[start:end]).unsqueeze(0)
 
@@ -112,14 +73,9 @@ class NextScaleAR(nn.Module):
         c = self.condition(self.cond(labels, B))
         h_BLC = torch.cat((self._first_scale_tokens(c.cond_BD), self.word_embed(x_BLC)), dim=1)
         h_BLC = h_BLC + self._position(0, self.num_tokens)
-        for block, mod in zip(self.blocks, c.block_mods):
-            h_BLC = block(h_BLC, mod, self.attn_mask_LL)
-        return self.head(h_BLC, c.head_mod)
+        return self.run_blocks(h_BLC, c, self.attn_mask_LL)
 
     # --- inference -------------------------------------------------------------------------------
-    def new_cache(self) -> List[LayerKVCache]:
-        return [LayerKVCache() for _ in self.blocks]
-
     def step(self, si: int, c: Conditioning, x_BlC: Optional[torch.Tensor], cache: List[LayerKVCache]) -> torch.Tensor:
         """Logits of scale `si` ([B, h*w, V]) given scales < si already in `cache`.
 
@@ -127,40 +83,39 @@ class NextScaleAR(nn.Module):
         """
         start, length = self.scale_starts[si], self.scale_lengths[si]
         tokens = self._first_scale_tokens(c.cond_BD) if si == 0 else self.word_embed(x_BlC)
-        h_BlC = tokens + self._position(start, start + length)
-        for block, mod, layer_cache in zip(self.blocks, c.block_mods, cache):
-            h_BlC = block(h_BlC, mod, None, layer_cache)
-        return self.head(h_BlC, c.head_mod)
+        return self.run_blocks(tokens + self._position(start, start + length), c, cache=cache)
 
     @torch.no_grad()
     def generate(self, quantizer: nn.Module, labels: Mapping[str, torch.Tensor], batch: int, cfg_scale: float = 1.0,
                  top_k: int = 0, top_p: float = 0.0, temperature: float = 1.0,
                  generator: Optional[torch.Generator] = None,
-                 cfg_schedule: Optional[Sequence[float]] = None) -> List[torch.Tensor]:
+                 cfg_schedule: Optional[Sequence[float]] = None,
+                 known: Optional[Sequence[torch.Tensor]] = None,
+                 keep: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
         """Samples `batch` token pyramids -> list of idx_Bhw, one per scale (the tokenizer's shapes).
 
         Labels are raw NSynth values ([batch] LongTensors; missing or -1 = null). Each scale's logits
         are guided as uncond + t_k * (cond - uncond) with t_k from `guidance_schedule(cfg_scale, K)`,
         or from `cfg_schedule` (one t per scale) when given; the unconditional branch rides along as
         the second half of the batch and is skipped when every t_k is 1 or no label is given.
+
+        Editing: with `known` (token maps) and `keep` (bool maps, one per scale), the tokens where
+        `keep` is True are taken from `known` instead of sampled (teacher-forced), so every later
+        scale is predicted from the kept tokens of the coarser ones.
         """
-        device = self.pos_1LC.device
         schedule = list(cfg_schedule) if cfg_schedule is not None else guidance_schedule(cfg_scale, len(self.scales))
         if len(schedule) != len(self.scales):
             raise ValueError(f"cfg_schedule has {len(schedule)} entries; expected one per scale ({len(self.scales)})")
-        cond_BD = self.cond.embed(self.cond.class_indices(labels, batch, device))
-        null_BD = self.cond.null(batch)
-        guided = any(t != 1.0 for t in schedule) and not torch.equal(cond_BD, null_BD)
-        c = self.condition(torch.cat((cond_BD, null_BD)) if guided else cond_BD)
+        c, guided = self.guided_condition(labels, batch, schedule)
         cache = self.new_cache()
         fhat_BChw: Optional[torch.Tensor] = None
         x_BlC: Optional[torch.Tensor] = None
         idx_list: List[torch.Tensor] = []
         for si, (h, w) in enumerate(self.scales):
-            logits_BlV = self.step(si, c, x_BlC, cache)
-            if guided:
-                logits_BlV = guided_logits(logits_BlV[:batch], logits_BlV[batch:], schedule[si])
+            logits_BlV = self.guide(self.step(si, c, x_BlC, cache), batch, guided, schedule[si])
             idx_Bhw = sample_logits(logits_BlV, top_k, top_p, temperature, generator).view(batch, h, w)
+            if keep is not None:
+                idx_Bhw = torch.where(keep[si], known[si], idx_Bhw)
             idx_list.append(idx_Bhw)
             fhat_BChw, next_BChw = quantizer.next_scale_input(si, fhat_BChw, idx_Bhw)
             if next_BChw is not None:
@@ -174,12 +129,11 @@ class NextScaleAR(nn.Module):
         """Number of (query, key) pairs the block-causal mask allows."""
         return sum(n * (start + n) for start, n in zip(self.scale_starts, self.scale_lengths))
 
+    def sequential_steps(self) -> int:
+        """Forward passes that must run one after the other to sample a note: one per scale."""
+        return len(self.scales)
+
     def flops_per_sample(self, training: bool = True) -> float:
         """Matmul FLOPs of one forward over the whole pyramid (x3 for forward + backward)."""
-        C, L = self.cfg.width, self.num_tokens
-        hidden = round(C * self.cfg.mlp_ratio)
-        per_token = self.cfg.depth * (4 * C * C + 2 * C * hidden) + C * self.codebook_size + self.codebook_dim * C
-        attention = self.cfg.depth * 2 * C * self.attention_pairs()
-        per_sample_cond = (self.cfg.depth * 6 + 2) * C * C
-        forward = 2.0 * (per_token * L + attention + per_sample_cond)
+        forward = self.forward_flops(self.num_tokens, self.attention_pairs())
         return 3.0 * forward if training else forward
