@@ -10,7 +10,7 @@ SWEEP_DIR/lr3e-4_depth6-1a2b3c4d, so submitting the same sweep again finds its r
 (a committed checkpoint at train.max_steps) and queued or running ones are skipped, the others
 (new, preempted, failed) are submitted and resume from their newest committed checkpoint.
 `--dry-run` prints that plan and submits nothing; `status` prints each run's state, last logged step
-and losses, and folder.
+and losses (from the run's metrics.jsonl), and folder.
 
 Inside a job every task runs mars_dist.train in-process, with torch.distributed set up from
 submitit's environment (RANK, WORLD_SIZE, MASTER_ADDR, ... of the Slurm tasks). Preemption: Slurm's
@@ -57,6 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 RUN_FILE, JOB_FILE, LOG_FILE, FAILED_FILE = "sweep_run.json", "job.json", "train.log", "FAILED"
 QUEUED_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 REQUEUE_EXIT_CODE = 75  # mars_dist.engine.preemption.REQUEUE_EXIT_CODE
+METRICS_FILE = "metrics.jsonl"  # mars_dist.engine.metrics.METRICS_FILE: the trainer's reports
 
 
 class SweepError(ValueError):
@@ -284,16 +285,21 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def last_logged(folder: Path) -> Tuple[str, str]:
-    """(step, "name=value ...") of the last step line rank 0 printed into train.log, or ("-", "-")."""
+    """(step, "name=value ...") of the run's last report in metrics.jsonl (the trainer writes one JSON
+    object per logged step; loss terms sorted by name), or ("-", "-") before the first one."""
     try:
-        text = (folder / LOG_FILE).read_text(errors="replace")
+        lines = (folder / METRICS_FILE).read_text(errors="replace").splitlines()
     except FileNotFoundError:
         return "-", "-"
-    found = re.findall(r"\bstep (\d+) \| (.*?) \|", text)
-    if not found:
-        return "-", "-"
-    step, losses = found[-1]
-    return step, losses.replace("loss/", "")
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line of a killed run may be cut short
+        losses = " ".join(f"{key[len('loss/'):]}={value:.4g}" for key, value in sorted(record.items())
+                          if key.startswith("loss/") and isinstance(value, (int, float)))
+        return str(record.get("step", "-")), losses or "-"
+    return "-", "-"
 
 
 def status_table(sweep_dir: Path) -> str:
