@@ -61,6 +61,15 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _io_loop_served(fs) -> bool:
+    """Whether `fs` runs on fsspec's current event loop and a live thread serves that loop."""
+    import fsspec.asyn
+
+    thread = fsspec.asyn.iothread[0]
+    return (fs is not None and getattr(fs, "_loop", None) is fsspec.asyn.loop[0]
+            and thread is not None and thread.is_alive())
+
+
 def no_retry_options(url: str, storage_options: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """fsspec options for `url` with botocore's retries off (s3fs's are turned off on the instance)."""
     options = storage.resolve_storage_options(url, storage_options)
@@ -96,10 +105,23 @@ class RemoteShardSet:
     def __getstate__(self) -> Dict[str, Any]:
         return {**self.__dict__, "_fs": None, "_root": None, "_fs_pid": None}
 
+    @property
+    def _timeout(self) -> float:
+        return self.retry.request_timeout_s
+
     def _filesystem(self):
-        if self._fs_pid != os.getpid():
+        """This process's filesystem, rebuilt after a fork and whenever fsspec's IO thread is gone.
+
+        A call on a filesystem whose event loop no thread runs would wait forever (seen once in a
+        forked DataLoader worker); with the per-request timeout it fails as a transient error, and
+        the retry gets a filesystem on a fresh loop here."""
+        if self._fs_pid != os.getpid() or not _io_loop_served(self._fs):
             import fsspec
 
+            if self._fs_pid == os.getpid():
+                import fsspec.asyn
+
+                fsspec.asyn.reset_lock()  # the next filesystem starts a new loop and IO thread
             options = no_retry_options(self.url, self.storage_options)
             protocol, root = fsspec.core.split_protocol(self.url)
             self._fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
@@ -126,14 +148,20 @@ class RemoteShardSet:
         """One whole (small) object: the manifest, a sidecar."""
         fs, root = self._filesystem()
         self._count("metadata_reads")
-        return self._retrying(lambda: fs.cat_file(f"{root}/{name}", max_concurrency=1), self.where(name))
+        return self._retrying(lambda: self._filesystem()[0].cat_file(f"{root}/{name}", max_concurrency=1, timeout=self._timeout),
+                              self.where(name))
 
     def read_many(self, names: Sequence[str]) -> List[bytes]:
         """Several small objects, fetched concurrently; the ones that failed are retried one by one."""
         fs, root = self._filesystem()
         paths = [f"{root}/{name}" for name in names]
         self._count("metadata_reads", len(paths))
-        blobs = fs.cat(paths, on_error="return", max_concurrency=1)
+        try:
+            blobs = fs.cat(paths, on_error="return", max_concurrency=1, timeout=self._timeout)
+        except Exception as exc:  # the whole batch timed out or its loop is gone: each one is retried below
+            if not is_transient(exc):
+                raise
+            blobs = {}
         out = []
         for name, path in zip(names, paths):
             blob = blobs.get(path)
@@ -143,7 +171,8 @@ class RemoteShardSet:
                 if isinstance(blob, BaseException) and not is_transient(blob):
                     raise blob
                 self._count("retries")
-                blob = self._retrying(lambda p=path: fs.cat_file(p, max_concurrency=1), self.where(name))
+                blob = self._retrying(lambda p=path: self._filesystem()[0].cat_file(p, max_concurrency=1, timeout=self._timeout),
+                                      self.where(name))
             out.append(blob)
         return out
 
@@ -151,14 +180,15 @@ class RemoteShardSet:
         """Bytes [start, end) of one object: one ranged GET (the random-access path)."""
         fs, root = self._filesystem()
         self._count("ranged_reads")
-        return self._retrying(lambda: fs.cat_file(f"{root}/{name}", start=start, end=end), self.where(name))
+        return self._retrying(lambda: self._filesystem()[0].cat_file(f"{root}/{name}", start=start, end=end, timeout=self._timeout),
+                              self.where(name))
 
     def download(self, name: str, dest: str, expected_bytes: int, expected_sha256: str) -> None:
         """The whole object into the local file `dest`, verified; one streamed GET per try."""
         fs, root = self._filesystem()
 
         def one_try() -> None:
-            fs.get_file(f"{root}/{name}", dest, max_concurrency=1)
+            self._filesystem()[0].get_file(f"{root}/{name}", dest, max_concurrency=1, timeout=self._timeout)
             got = os.path.getsize(dest)
             if got != expected_bytes:
                 raise ChecksumMismatch(f"{got} bytes downloaded, the manifest says {expected_bytes}")

@@ -23,8 +23,11 @@ class RetryConfig:
     attempts: int = 8  # tries per object, the first included
     base_delay_s: float = 0.2  # the sleep before try k+1 is uniform in [0, min(max_delay_s, base_delay_s * 2**k)]
     max_delay_s: float = 10.0
+    request_timeout_s: float = 300.0  # one request (a whole shard's GET included) fails as transient after this
 
     def check(self) -> None:
+        if self.request_timeout_s <= 0:
+            raise ValueError(f"data.retry.request_timeout_s={self.request_timeout_s}: expected > 0 seconds")
         if self.attempts < 1 or self.base_delay_s < 0 or self.max_delay_s < self.base_delay_s:
             raise ValueError(f"data.retry.attempts={self.attempts}, base_delay_s={self.base_delay_s}, "
                              f"max_delay_s={self.max_delay_s}: expected attempts >= 1 and "
