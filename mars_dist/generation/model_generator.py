@@ -8,6 +8,7 @@ a family's Generator only says how its model is built from the export's settings
 """
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -29,8 +30,9 @@ class ModelGenerator(Generator):
         self.model = model.to(device=device, dtype=dtype).eval()
 
     @staticmethod
+    @abstractmethod
     def build_model(settings: Any, quantizer: nn.Module) -> nn.Module:
-        raise NotImplementedError
+        """The family's model for an export's task settings over the tokenizer's quantizer."""
 
     @classmethod
     def from_export(cls, weights: Dict[str, torch.Tensor], config: Dict[str, Any], tokenizer, device: torch.device,
