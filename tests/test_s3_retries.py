@@ -135,13 +135,18 @@ def test_an_error_that_retrying_cannot_fix_fails_at_once(s3_proxy, s3_url, tmp_p
     assert s3_proxy.stats()["GET"] == 1 and remote.counters.snapshot()["retries"] == 0
 
 
+@pytest.mark.timeout(120)  # a regression here hangs: fail in minutes, not after the suite's limit
 def test_a_filesystem_whose_event_loop_died_is_rebuilt_instead_of_waiting_forever(s3_proxy, s3_url, tmp_path):
     """fsspec's calls wait on an event loop in an IO thread; a call on a loop that no thread runs any
     more would wait forever (seen once in a forked DataLoader worker). The filesystem is rebuilt on
-    a fresh loop, and a request that still hangs fails after data.retry.request_timeout_s and is retried."""
+    a fresh loop, and a request that still hangs fails after data.retry.request_timeout_s and is retried.
+    Filesystems cached by fsspec for mars_dist.data.fs (bound to the dead loop too) are dropped."""
     import fsspec.asyn
 
+    from mars_dist.data import fs
+
     objects = _put_objects(s3_url, 1)
+    assert fs.list_names(s3_url) == ["obj-0.tar"]  # fsspec now caches a filesystem on this loop
     remote = RemoteShardSet(s3_url, proxied_options(s3_proxy), RetryConfig(attempts=3, base_delay_s=0.01, max_delay_s=0.05,
                                                                            request_timeout_s=3), IOCounters())
     assert remote.read("obj-0.tar") == objects["obj-0.tar"]
@@ -149,8 +154,11 @@ def test_a_filesystem_whose_event_loop_died_is_rebuilt_instead_of_waiting_foreve
     dead_loop.call_soon_threadsafe(dead_loop.stop)  # the IO thread returns; the loop object stays
     thread.join(timeout=10)
     assert not thread.is_alive()
+    assert fs.list_names(s3_url) == ["obj-0.tar"], "the cached filesystem of the dead loop must not be reused"
+    assert fsspec.asyn.loop[0] is not dead_loop
     started = time.monotonic()
     remote.download("obj-0.tar", str(tmp_path / "obj-0.tar"), OBJECT_BYTES, hashlib.sha256(objects["obj-0.tar"]).hexdigest())
     assert (tmp_path / "obj-0.tar").read_bytes() == objects["obj-0.tar"]
     assert fsspec.asyn.iothread[0] is not thread and fsspec.asyn.iothread[0].is_alive(), "a new IO thread serves the new loop"
     assert time.monotonic() - started < 3, "rebuilt at once, not after the request timeout"
+

@@ -58,8 +58,40 @@ def resolve_storage_options(url: str, storage_options: Optional[Mapping[str, Any
     return options
 
 
+def io_loop_alive() -> bool:
+    """Whether fsspec's event loop (the one every sync s3fs call waits on) still has its IO thread.
+
+    A call on a loop that no thread runs any more waits forever inside fsspec.asyn.sync (it only
+    checks that the loop is not closed). Seen once in a forked DataLoader worker."""
+    import fsspec.asyn
+
+    thread = fsspec.asyn.iothread[0]
+    return thread is None or thread.is_alive()
+
+
+def revive_io_loop() -> bool:
+    """If fsspec's IO thread is gone: start afresh (a new loop on the next call) and forget every
+    cached filesystem, since each one is bound to the dead loop. Returns whether it had to."""
+    if io_loop_alive():
+        return False
+    import fsspec.asyn
+
+    fsspec.asyn.reset_lock()
+    for cls in _filesystem_classes():
+        cls.clear_instance_cache()
+    return True
+
+
+def _filesystem_classes() -> List[type]:
+    """Every fsspec filesystem class that was ever instantiated here (the instance cache is per class)."""
+    from fsspec.registry import registry
+
+    return [cls for cls in registry.values() if isinstance(cls, type)]
+
+
 def url_to_fs(url: str, storage_options: Optional[Mapping[str, Any]] = None) -> Tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path within it) for a local path or an s3:// URL."""
+    """(filesystem, path within it) for a local path or an s3:// URL (never one bound to a dead event loop)."""
+    revive_io_loop()
     return fsspec.core.url_to_fs(url, **resolve_storage_options(url, storage_options))
 
 

@@ -61,13 +61,11 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def _io_loop_served(fs) -> bool:
-    """Whether `fs` runs on fsspec's current event loop and a live thread serves that loop."""
+def _on_current_io_loop(fs) -> bool:
+    """Whether `fs` is bound to fsspec's current event loop (not to one a revive replaced)."""
     import fsspec.asyn
 
-    thread = fsspec.asyn.iothread[0]
-    return (fs is not None and getattr(fs, "_loop", None) is fsspec.asyn.loop[0]
-            and thread is not None and thread.is_alive())
+    return fs is not None and getattr(fs, "_loop", None) is fsspec.asyn.loop[0]
 
 
 def no_retry_options(url: str, storage_options: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -115,13 +113,10 @@ class RemoteShardSet:
         A call on a filesystem whose event loop no thread runs would wait forever (seen once in a
         forked DataLoader worker); with the per-request timeout it fails as a transient error, and
         the retry gets a filesystem on a fresh loop here."""
-        if self._fs_pid != os.getpid() or not _io_loop_served(self._fs):
+        revived = storage.revive_io_loop()
+        if revived or self._fs_pid != os.getpid() or not _on_current_io_loop(self._fs):
             import fsspec
 
-            if self._fs_pid == os.getpid():
-                import fsspec.asyn
-
-                fsspec.asyn.reset_lock()  # the next filesystem starts a new loop and IO thread
             options = no_retry_options(self.url, self.storage_options)
             protocol, root = fsspec.core.split_protocol(self.url)
             self._fs = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
