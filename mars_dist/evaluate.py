@@ -20,6 +20,7 @@ order and computes the metrics in float64. Output in --out: metrics.json, table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ GENERATED = "generated"
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    from mars_dist.generation.generator import add_sampling_arguments, sampling_settings
+
     p = argparse.ArgumentParser(prog="mars-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokenizer", required=True, help="exported tokenizer folder (python -m mars_dist.export)")
     p.add_argument("--model", "--ar", dest="model", help="exported generator folder, any family (without it: no generated row)")
@@ -45,10 +48,6 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--vggish", help="torchvggish-compatible state dict (.pth) for FAD instead of the classifier's features")
     p.add_argument("--batch", type=int, default=16, help="notes per work item (with --seed, it fixes what is generated)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cfg", type=float, default=3.0, help="guidance at the last step/scale (1 = none)")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--gl-iters", type=int, default=None,
                    help="Griffin-Lim iterations (default: the tokenizer run's audio.griffin_lim.n_iter)")
     p.add_argument("--ndb-k", type=int, default=0, help="NDB/k bins (0 = 50, or reference notes / 10 for small sets)")
@@ -61,7 +60,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--wandb-project", default="mars_dist")
     p.add_argument("--wandb-mode", default="offline", choices=("offline", "online"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_sampling_arguments(p)
     args = p.parse_args(argv)
+    args.sampling = sampling_settings(p, args)
     for name in ("batch", "is_splits", "kid_subset_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
@@ -90,6 +91,9 @@ def load_sources(args: argparse.Namespace, device):
     reference = ShardNotes(args.reference, frontend)
     floor = ShardNotes(args.floor, frontend) if args.floor else None
     generators = {GENERATED: load_generator(Path(args.model), tokenizer, device)} if args.model else {}
+    if args.compile:
+        for gen in generators.values():
+            gen.compile()
     vggish = load_vggish_arg(args.vggish).to(device) if args.vggish else None
     exports = {"tokenizer": args.tokenizer, "model": args.model, "classifier": args.classifier}
     described = {}
@@ -149,7 +153,7 @@ def report(args: argparse.Namespace, result, described: Dict[str, Any], sources,
         if sources.floor else None,
         "generation": {"notes": result.sizes.get(GENERATED, 0), "labels": "the reference notes' (pitch, instrument "
                        "family, source, velocity) in reference order, cycling", "seed": args.seed, "batch": args.batch,
-                       "cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p, "temperature": args.temperature}
+                       **dataclasses.asdict(args.sampling)}
         if sources.generators else None,
         "griffin_lim": {"n_iter": frontend.cfg.griffin_lim.n_iter, "momentum": frontend.cfg.griffin_lim.momentum},
         "fad_embedding": result.fad_embedding,
@@ -195,7 +199,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     from mars_dist.eval.runner.plan import FLOOR, RECONSTRUCTION, REFERENCE
     from mars_dist.eval.runner.run import EvalSettings, evaluate
     from mars_dist.eval.runner.table import markdown_table, row_label
-    from mars_dist.generation.generator import SamplingSettings
     from mars_dist.io.media import SpectrogramAxes
 
     args = parse_args(argv)
@@ -205,7 +208,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sources, features, described = load_sources(args, device)
     n_reference = check_sizes(args, len(sources.reference), len(sources.floor) if sources.floor else None)
     settings = EvalSettings(n_reference, args.n_generate, args.n_generate, args.batch, args.seed,
-                            SamplingSettings(args.cfg, args.top_k, args.top_p, args.temperature), args.pngs,
+                            args.sampling, args.pngs,
                             args.ndb_k, args.is_splits, args.kid_subsets, args.kid_subset_size,
                             str(device) if device.type == "cuda" else None, not args.no_progress)
     distributed.init_distributed(device)

@@ -34,6 +34,8 @@ from mars_dist.labels import FAMILIES, SOURCES
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    from mars_dist.generation.generator import add_sampling_arguments, sampling_settings
+
     p = argparse.ArgumentParser(prog="mars-sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokenizer", required=True, help="exported tokenizer folder (python -m mars_dist.export)")
     p.add_argument("--model", "--ar", dest="model", required=True, help="exported generator folder (any generator task)")
@@ -44,16 +46,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--source", nargs="+", help=f"instrument source: 0..2 or a name ({', '.join(SOURCES)})")
     p.add_argument("--velocity", nargs="+", help="MIDI velocity (mapped to the nearest of 25, 50, 75, 100, 127)")
     p.add_argument("--per-label", type=int, default=1, help="notes per label set")
-    p.add_argument("--cfg", type=float, default=3.0, help="guidance at the last step (ramped linearly from 1; 1 = none)")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely codes (0 = all)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus mass (0 or 1 = off)")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0 = greedy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=16, help="notes generated together")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"), help="generator weights / decoder precision (auto: bf16 on GPU)")
     p.add_argument("--gl-iters", type=int, default=None, help="Griffin-Lim iterations (default: the tokenizer run's audio.griffin_lim.n_iter)")
-    p.add_argument("--iterations", type=int, default=None, help="MaskGIT: decoding iterations (default: the export's, 16)")
+    add_sampling_arguments(p)
     edit = p.add_argument_group("zero-shot editing")
     edit.add_argument("--edit", choices=("inpaint", "bwe"), help="edit the --input notes instead of generating from labels")
     edit.add_argument("--input", nargs="+", help="notes to edit (mono wav at the tokenizer's sample rate and length)")
@@ -61,8 +59,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     edit.add_argument("--end", type=float, default=2.0, help="inpaint: end of the regenerated span (s)")
     edit.add_argument("--cutoff-hz", type=float, default=4000.0, help="bwe: keep the bands below, regenerate above (Hz)")
     args = p.parse_args(argv)
-    if args.iterations is not None and args.iterations < 1:
-        p.error(f"--iterations {args.iterations}: must be >= 1")
+    args.sampling = sampling_settings(p, args)
     if bool(args.edit) != bool(args.input):
         p.error("--edit and --input go together (--edit inpaint|bwe --input NOTE.wav ...)")
     if args.edit == "inpaint" and not 0 <= args.start < args.end:
@@ -80,7 +77,6 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from mars_dist.engine.device import resolve_device, resolve_generation_dtype
-    from mars_dist.generation.generator import SamplingSettings
     from mars_dist.generation.loaders import load_generator, load_tokenizer
     from mars_dist.generation.notes import label_grid, read_label_file, write_notes
 
@@ -95,8 +91,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.gl_iters is not None:
         tokenizer.frontend.cfg.griffin_lim.n_iter = args.gl_iters
     gen = load_generator(Path(args.model), tokenizer, device, resolve_generation_dtype(args.dtype, device))
-    settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-                                iterations=args.iterations)
+    if args.compile:
+        gen.compile()
+    settings = args.sampling
     if args.edit:
         return edit_inputs(args, gen, settings, label_sets)
     written: List[Path] = []

@@ -13,6 +13,7 @@ import pytest
 from mars_dist.cli import run_cli
 from mars_dist.encode import main as encode_main
 from mars_dist.eval.report import main as report_main
+from mars_dist.evaluate import main as evaluate_main
 from mars_dist.export import main as export_main
 from mars_dist.sample import main as sample_main
 from tests.ar_exports import ar_export, tokenizer_export
@@ -92,6 +93,24 @@ def test_the_entry_points_themselves_print_one_line_and_exit_2(argv, expected):
     result = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert [line for line in result.stderr.splitlines() if ": error:" in line] == [expected + result.stderr.split(expected)[1].splitlines()[0]]
+
+
+@pytest.mark.parametrize("flags, message", [(["--top-p", "1.5"], r"--top-p 1\.5: must be in \[0, 1\]"),
+                                           (["--top-k", "-1"], r"--top-k -1: must be >= 0"),
+                                           (["--temperature", "-0.5"], r"--temperature -0\.5: must be >= 0"),
+                                           (["--iterations", "0"], r"--iterations 0: must be >= 1")])
+@pytest.mark.parametrize("prog, main, required", [
+    ("mars-sample", sample_main, ["--tokenizer", "t", "--model", "m", "--out", "o"]),
+    ("mars-evaluate", evaluate_main, ["--tokenizer", "t", "--classifier", "c", "--reference", "r"]),
+    ("mars-report", report_main, ["--tokenizer", "t", "--shards", "s", "--out", "o"]),
+])
+def test_every_command_that_samples_checks_the_sampling_flags_alike(prog, main, required, flags, message, capsys):
+    """The sampling flags are one definition (generation.generator.add_sampling_arguments): same names,
+    defaults and checks in every command, refused before anything is loaded."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, prog, [*required, *flags])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and __import__("re").search(rf"{prog}: error: {message}", err), err
 
 
 def test_written_files_follow_the_umask(exports, tmp_path):

@@ -84,6 +84,20 @@ def test_cli_writes_named_wavs_and_pngs_deterministically(exports, tmp_path):
     assert differs, "a different seed gave identical audio"
 
 
+@pytest.mark.slow
+def test_compile_flag_generates_the_same_notes(exports, tmp_path):
+    """--compile runs the transformer's stages through torch.compile (tests/test_compiled_generation.py):
+    same seed, same notes (fp32: the fused kernels' rounding does not flip a draw here)."""
+    tok, ar = map(str, exports)
+    args = ["--tokenizer", tok, "--model", ar, "--pitch", "60", "72", "--cfg", "2.0", "--top-p", "0.9", "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(args + ["--compile", "--out", str(tmp_path / "compiled")]) == 0
+    names = sorted(p.name for p in (tmp_path / "plain").iterdir() if p.suffix == ".wav")
+    assert len(names) == 2
+    for name in names:
+        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "compiled" / name).read_bytes(), name
+
+
 def test_ar_that_does_not_fit_the_tokenizer_is_refused(exports, tmp_path):
     other_tok = load_tokenizer(tokenizer_export(tmp_path / "tok", overrides=["tokenizer.codebook_size=32"]))
     with pytest.raises(UserError, match=r"does not fit the tokenizer .*codebook 32 x 8"):

@@ -68,8 +68,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_batch(gen: Generator, batch: int, settings: SamplingSettings, seed: int) -> Dict[str, float]:
-    """Seconds for one batch, per stage."""
+def time_batch(gen: Generator, batch: int, settings: SamplingSettings, seed: int) -> Dict[str, object]:
+    """Seconds for one batch, per stage ("ar", "decode", "griffin_lim"), and the tokens drawn ("tokens")."""
     g = torch.Generator(gen.device).manual_seed(seed)
     labels = labels_to_tensors([{"pitch": 48 + i % 36, "instrument_family": i % 11} for i in range(batch)], gen.device)
     times = {}
@@ -85,7 +85,7 @@ def time_batch(gen: Generator, batch: int, settings: SamplingSettings, seed: int
     t3 = time.perf_counter()
     assert wave.shape == (batch, gen.frontend.cfg.stft.num_samples)
     times.update(ar=t1 - t0, decode=t2 - t1, griffin_lim=t3 - t2)
-    return times
+    return {**times, "tokens": idx_list}
 
 
 def run_compare(args) -> Dict[str, List[Dict[str, object]]]:
@@ -115,7 +115,7 @@ def run_compare(args) -> Dict[str, List[Dict[str, object]]]:
         for batch in args.batches:
             for family, gen in gens.items():
                 runs = [time_batch(gen, batch, settings, seed=r) for r in range(args.repeats)]
-                per_note = {k: min(r[k] for r in runs) / batch for k in runs[0]}
+                per_note = {k: min(r[k] for r in runs) / batch for k in ("ar", "decode", "griffin_lim")}
                 total = sum(per_note.values())
                 row = {"preset": preset_name, "family": family, "params": sum(p.numel() for p in gen.model.parameters()),
                        "sequential_passes": gen.sequential_steps(settings), "batch": batch,
@@ -173,14 +173,19 @@ def run_map_sizes(args, device: torch.device, dtype: torch.dtype, settings: Samp
 
 
 def run_speed(args) -> List[Dict[str, object]]:
+    """For each preset and dtype, the plain model and (with --modes ... compiled) the torch.compile'd
+    one side by side on the same weights and seeds; a compiled row also counts the tokens that differ
+    from the plain row's (float rounding in fused kernels can flip a near-tie in a draw)."""
     device = resolve_device(args.device, 0, key="--device")
     audio_cfg = AudioConfig()
     audio_cfg.griffin_lim.n_iter = args.gl_iters
     settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p)
     rows = []
     print(f"device {device}, torch threads {torch.get_num_threads()}, Griffin-Lim {args.gl_iters} iterations, "
-          f"cfg {args.cfg} (two AR branches), top-p {args.top_p}; seconds per 4 s note", flush=True)
-    header = f"{'preset':>6} {'AR params':>10} {'dtype':>5} {'batch':>5} | {'AR':>7} {'decode':>7} {'GL':>7} {'total':>7} | {'RTF':>6}"
+          f"cfg {args.cfg} (two AR branches), top-p {args.top_p}; seconds per 4 s note (fastest of {args.repeats})",
+          flush=True)
+    header = (f"{'preset':>6} {'AR params':>10} {'dtype':>5} {'mode':>8} {'batch':>5} | {'AR':>7} {'decode':>7} {'GL':>7} "
+              f"{'total':>7} | {'RTF':>6} | {'same tokens':>11}")
     print(header)
     print("-" * len(header))
     for preset in args.presets:
@@ -189,18 +194,35 @@ def run_speed(args) -> List[Dict[str, object]]:
             torch.manual_seed(0)
             gen = build_generator(preset, audio_cfg, dtype, device)
             params = sum(p.numel() for p in gen.model.parameters())
-            time_batch(gen, 1, settings, seed=0)  # warm-up: allocator, kernels, lazy inits
-            for batch in args.batches:
-                runs = [time_batch(gen, batch, settings, seed=r) for r in range(args.repeats)]
-                per_note = {k: min(r[k] for r in runs) / batch for k in runs[0]}
-                total = sum(per_note.values())
-                row = {"preset": preset, "ar_params": params, "dtype": dtype_name, "batch": batch,
-                       **{f"{k}_s_per_note": v for k, v in per_note.items()}, "total_s_per_note": total,
-                       "real_time_factor": total / NOTE_SECONDS}
-                rows.append(row)
-                print(f"{preset:>6} {params / 1e6:>9.1f}M {dtype_name:>5} {batch:>5} | {per_note['ar']:>7.3f} "
-                      f"{per_note['decode']:>7.3f} {per_note['griffin_lim']:>7.3f} {total:>7.3f} | {total / NOTE_SECONDS:>6.3f}",
-                      flush=True)
+            plain_tokens: Dict[int, List[torch.Tensor]] = {}
+            for mode in args.modes:
+                gen.model.compile_stages(mode == "compiled")
+                t0 = time.perf_counter()
+                time_batch(gen, 1, settings, seed=0)  # warm-up: allocator, kernels, lazy inits, compilation
+                warmup_s = time.perf_counter() - t0
+                for batch in args.batches:
+                    runs = [time_batch(gen, batch, settings, seed=r) for r in range(args.repeats)]
+                    per_note = {k: min(r[k] for r in runs) / batch for k in ("ar", "decode", "griffin_lim")}
+                    total = sum(per_note.values())
+                    tokens = runs[0]["tokens"]
+                    same = None
+                    if mode == "eager":
+                        plain_tokens[batch] = tokens
+                    elif batch in plain_tokens:
+                        same = (sum(int((a == b).sum()) for a, b in zip(tokens, plain_tokens[batch])),
+                                sum(a.numel() for a in tokens))
+                    row = {"preset": preset, "ar_params": params, "dtype": dtype_name, "mode": mode, "batch": batch,
+                           **{f"{k}_s_per_note": v for k, v in per_note.items()}, "total_s_per_note": total,
+                           "real_time_factor": total / NOTE_SECONDS, "first_call_s": warmup_s,
+                           "tokens_equal_to_eager": same}
+                    rows.append(row)
+                    same_text = "-" if same is None else f"{same[0]}/{same[1]}"
+                    print(f"{preset:>6} {params / 1e6:>9.1f}M {dtype_name:>5} {mode:>8} {batch:>5} | {per_note['ar']:>7.3f} "
+                          f"{per_note['decode']:>7.3f} {per_note['griffin_lim']:>7.3f} {total:>7.3f} | "
+                          f"{total / NOTE_SECONDS:>6.3f} | {same_text:>11}", flush=True)
+                if mode == "compiled":
+                    print(f"{'':>6} (compiled: first call {warmup_s:.1f} s, compilation included)", flush=True)
+            gen.model.compile_stages(False)
             del gen
     return rows
 
@@ -245,6 +267,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--dtypes", nargs="+", default=None, choices=["fp32", "bf16"],
                    help="default: fp32 bf16; with --compare one dtype, bf16 on a GPU and fp32 on a CPU")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per setting (the fastest counts)")
+    p.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "compiled"],
+                   help="speed table: the plain model and/or its torch.compile'd stages (Generator.compile)")
     p.add_argument("--gl-iters", type=int, default=32)
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--top-k", type=int, default=0)

@@ -42,7 +42,7 @@ from mars_dist.eval.notes import (REFERENCE_FLAC, REFERENCE_GRIFFIN_LIM, Notes, 
                                    griffin_lim_audio, read_validation_notes, reconstruct)
 from mars_dist.eval.pitch import pitch_hits
 from mars_dist.eval.runner.output import check_finite
-from mars_dist.generation.generator import Generator, SamplingSettings
+from mars_dist.generation.generator import Generator, SamplingSettings, add_sampling_arguments, sampling_settings
 from mars_dist.generation.notes import LabelSet
 from mars_dist.io.atomic import atomic_write_text
 
@@ -172,14 +172,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--gl-iters", type=int, default=None,
                    help="Griffin-Lim iterations (default: the tokenizer run's audio.griffin_lim.n_iter)")
     p.add_argument("--limit", type=int, default=0, help="validation notes to use, in manifest order (0 = all)")
-    p.add_argument("--cfg", type=float, default=3.0, help="guidance at the finest scale (1 = none)")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_sampling_arguments(p)
     args = p.parse_args(argv)
+    args.sampling = sampling_settings(p, args)
     if args.per_pitch < 1 or args.batch < 1 or args.limit < 0 or (args.gl_iters is not None and args.gl_iters < 1):
         p.error("--per-pitch, --batch and --gl-iters must be >= 1, --limit >= 0")
     if any(not 0 <= v <= 127 for v in args.pitches):
@@ -204,13 +202,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device, 0, key="--device")
     tokenizer, gen, frontend, steps = load_exports(args.tokenizer, args.model, device)
+    if gen is not None and args.compile:
+        gen.compile()
     if args.gl_iters is not None:
         frontend.cfg.griffin_lim.n_iter = args.gl_iters
     t0 = time.perf_counter()
     notes = read_validation_notes(args.shards, frontend, args.limit)
     read_s = time.perf_counter() - t0
-    settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)
-    body = quick_report(tokenizer, gen, frontend, notes, args.pitches, args.per_pitch, settings, args.seed,
+    body = quick_report(tokenizer, gen, frontend, notes, args.pitches, args.per_pitch, args.sampling, args.seed,
                         args.batch, device)
     body["seconds"]["read_notes"] = read_s
     report = {

@@ -7,6 +7,7 @@ here, each on its own so they can be timed apart.
 """
 from __future__ import annotations
 
+import argparse
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterator, List, Mapping, Optional, Sequence
@@ -25,6 +26,36 @@ class SamplingSettings:
     top_p: float = 0.95      # nucleus mass (0 or 1 = off)
     temperature: float = 1.0  # 0 = greedy
     iterations: Optional[int] = None  # iterative decoders (MaskGIT): passes per note (None = the export's)
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sampling flags every command that generates notes takes (mars_dist.sample, mars_dist.evaluate,
+    the quick report), with SamplingSettings' defaults; read them back with `sampling_settings(args)`."""
+    d = SamplingSettings()
+    group = parser.add_argument_group("sampling")
+    group.add_argument("--cfg", type=float, default=d.cfg_scale,
+                       help="guidance at the last step/scale (ramped linearly from 1; 1 = none)")
+    group.add_argument("--top-k", type=int, default=d.top_k, help="keep the k most likely codes (0 = all)")
+    group.add_argument("--top-p", type=float, default=d.top_p, help="nucleus mass (0 or 1 = off)")
+    group.add_argument("--temperature", type=float, default=d.temperature, help="softmax temperature (0 = greedy)")
+    group.add_argument("--iterations", type=int, default=d.iterations,
+                       help="iterative decoders (MaskGIT): passes per note (default: the export's, 16)")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the transformer (the first batch compiles, tens of seconds on a CPU; "
+                            "pays off from a few dozen notes)")
+
+
+def sampling_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SamplingSettings:
+    """SamplingSettings from the flags of `add_sampling_arguments`; a bad value is the parser's error (exit 2)."""
+    problems = [(args.top_k < 0, f"--top-k {args.top_k}: must be >= 0"),
+                (not 0.0 <= args.top_p <= 1.0, f"--top-p {args.top_p}: must be in [0, 1]"),
+                (args.temperature < 0, f"--temperature {args.temperature}: must be >= 0"),
+                (args.iterations is not None and args.iterations < 1, f"--iterations {args.iterations}: must be >= 1")]
+    for bad, message in problems:
+        if bad:
+            parser.error(message)
+    return SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                            iterations=args.iterations)
 
 
 @dataclass
@@ -69,6 +100,11 @@ class Generator(ABC):
     def sequential_steps(self, settings: SamplingSettings) -> int:
         """Forward passes per note that must run one after the other (0 = the family does not say)."""
         return 0
+
+    def compile(self) -> "Generator":
+        """Runs the generator's transformer code through torch.compile from the next call on (the
+        first call compiles). Same distribution; tokens equal up to float rounding. Default: nothing."""
+        return self
 
     @torch.no_grad()
     def spectrogram(self, idx_list: Sequence[torch.Tensor]) -> torch.Tensor:

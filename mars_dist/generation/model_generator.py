@@ -71,3 +71,7 @@ class ModelGenerator(Generator):
 
     def sequential_steps(self, settings: SamplingSettings) -> int:
         return self.model.sequential_steps()
+
+    def compile(self) -> "ModelGenerator":
+        self.model.compile_stages()
+        return self

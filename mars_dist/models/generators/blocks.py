@@ -8,8 +8,9 @@ every scale would cost as much memory traffic as the blocks themselves.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from typing import Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -79,27 +80,37 @@ class SelfAttention(nn.Module):
             return sdpa_kernel(_FUSED_BACKENDS)
         return contextlib.nullcontext()
 
-    def forward(self, x_BLC: torch.Tensor, attn_mask_LL: Optional[torch.Tensor], cache: Optional[LayerKVCache],
-                causal: bool = False) -> torch.Tensor:
-        """`causal`: token i attends to tokens <= i (SDPA's own causal path, no mask tensor)."""
-        B, L, C = x_BLC.shape
-        qkv = self.qkv(x_BLC).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+    def project(self, h_BLC: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normed tokens -> (q, k, v) [B, H, L, c], q and k l2-normalised (q carrying the temperature)."""
+        B, L, C = h_BLC.shape
+        qkv = self.qkv(h_BLC).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q_BHLc, k_BHLc, v_BHLc = qkv.unbind(0)
         if self.l2_norm:
             scale_1H11 = self.log_scale_1H11.clamp(max=self.max_log_scale).exp()
             q_BHLc = (F.normalize(q_BHLc, dim=-1) * scale_1H11).to(v_BHLc.dtype)
             k_BHLc = F.normalize(k_BHLc, dim=-1).to(v_BHLc.dtype)
-            sm_scale = 1.0
-        else:
-            sm_scale = 1.0 / math.sqrt(self.head_dim)
+        return q_BHLc, k_BHLc, v_BHLc
+
+    def attend(self, q_BHLc: torch.Tensor, k_BHLc: torch.Tensor, v_BHLc: torch.Tensor,
+               attn_mask_LL: Optional[torch.Tensor], cache: Optional[LayerKVCache], causal: bool = False) -> torch.Tensor:
+        """SDPA of this step's queries over the cached and this step's keys -> [B, H, L, c] (heads not merged).
+        `causal`: token i attends to tokens <= i (SDPA's own causal path, no mask tensor)."""
         if cache is not None:
             k_BHLc, v_BHLc = cache.extend(k_BHLc, v_BHLc)
-        with self._backends(x_BLC.device):
-            out_BHLc = F.scaled_dot_product_attention(
+        with self._backends(q_BHLc.device):
+            return F.scaled_dot_product_attention(
                 q_BHLc, k_BHLc, v_BHLc, attn_mask=attn_mask_LL, is_causal=causal,
-                dropout_p=self.dropout if self.training else 0.0, scale=sm_scale,
+                dropout_p=self.dropout if self.training else 0.0, scale=1.0 if self.l2_norm else None,
             )
-        return self.proj(out_BHLc.transpose(1, 2).reshape(B, L, C))
+
+    def output(self, out_BHLc: torch.Tensor) -> torch.Tensor:
+        """Heads merged and projected back to the width -> [B, L, C]."""
+        B, H, L, c = out_BHLc.shape
+        return self.proj(out_BHLc.transpose(1, 2).reshape(B, L, H * c))
+
+    def forward(self, x_BLC: torch.Tensor, attn_mask_LL: Optional[torch.Tensor], cache: Optional[LayerKVCache],
+                causal: bool = False) -> torch.Tensor:
+        return self.output(self.attend(*self.project(x_BLC), attn_mask_LL, cache, causal))
 
 
 class FeedForward(nn.Module):
@@ -139,13 +150,23 @@ class AdaLNBlock(nn.Module):
         """[B, 6, C]: gate_attn, gate_ffn, scale_attn, scale_ffn, shift_attn, shift_ffn."""
         return self.ada(F.silu(cond_BD)).view(-1, 6, self.width)
 
-    def forward(self, x_BLC: torch.Tensor, mod_B6C: torch.Tensor, attn_mask_LL: Optional[torch.Tensor],
-                cache: Optional[LayerKVCache] = None, causal: bool = False) -> torch.Tensor:
-        gate1, gate2, scale1, scale2, shift1, shift2 = mod_B6C.unsqueeze(2).unbind(1)  # each B1C
-        h = self.norm(x_BLC) * (1 + scale1) + shift1
-        x_BLC = x_BLC + self.attn(h, attn_mask_LL, cache, causal) * gate1
+    def attention_inputs(self, x_BLC: torch.Tensor, mod_B6C: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The part before attention: modulated norm -> (q, k, v)."""
+        _, _, scale1, _, shift1, _ = mod_B6C.unsqueeze(2).unbind(1)  # each B1C
+        return self.attn.project(self.norm(x_BLC) * (1 + scale1) + shift1)
+
+    def finish(self, x_BLC: torch.Tensor, out_BHLc: torch.Tensor, mod_B6C: torch.Tensor) -> torch.Tensor:
+        """The part after attention: gated residual of its output, then the modulated, gated feed-forward."""
+        gate1, gate2, _, scale2, _, shift2 = mod_B6C.unsqueeze(2).unbind(1)
+        x_BLC = x_BLC + self.attn.output(out_BHLc) * gate1
         h = self.norm(x_BLC) * (1 + scale2) + shift2
         return x_BLC + self.ffn(h) * gate2
+
+    def forward(self, x_BLC: torch.Tensor, mod_B6C: torch.Tensor, attn_mask_LL: Optional[torch.Tensor],
+                cache: Optional[LayerKVCache] = None, causal: bool = False) -> torch.Tensor:
+        q_BHLc, k_BHLc, v_BHLc = self.stages.attention_inputs(self, x_BLC, mod_B6C)
+        out_BHLc = self.attn.attend(q_BHLc, k_BHLc, v_BHLc, attn_mask_LL, cache, causal)
+        return self.stages.finish(self, x_BLC, out_BHLc, mod_B6C)
 
 
 class AdaLNHead(nn.Module):
@@ -167,3 +188,32 @@ class AdaLNHead(nn.Module):
     def forward(self, x_BLC: torch.Tensor, mod_B2C: torch.Tensor) -> torch.Tensor:
         scale, shift = mod_B2C.unsqueeze(2).unbind(1)
         return self.out(self.norm(x_BLC) * (1 + scale) + shift).float()
+
+
+class BlockStages(NamedTuple):
+    """How a block runs the pure tensor code on either side of its attention: the plain methods, or
+    their torch.compile'd versions (`compiled_stages`)."""
+
+    attention_inputs: Callable
+    finish: Callable
+    head: Callable
+
+
+EAGER_STAGES = BlockStages(AdaLNBlock.attention_inputs, AdaLNBlock.finish, None)  # head None: the module's own call
+AdaLNBlock.stages = EAGER_STAGES  # what every block runs until AdaLNTrunk.compile_stages says otherwise
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_stages() -> BlockStages:
+    """The stages compiled once per process for all blocks, models and sequence lengths.
+
+    Between two attentions a block is ~15 elementwise ops and three matmuls; eagerly each op is its
+    own pass over the activations (in bf16 on a CPU, with conversions in and out of fp32), which at
+    generation's small batches costs about as much as the matmuls. Inductor fuses them into the
+    matmuls' neighbours. The attention with its KV cache stays outside (its cache is Python state).
+    One compiled graph serves every block of every model (the block is an input, its weights are
+    read through it) and, compiled with dynamic shapes, every scale / step length; the first call
+    compiles (tens of seconds on a CPU; needs a C++ compiler there), later ones reuse it."""
+    return BlockStages(torch.compile(AdaLNBlock.attention_inputs, dynamic=True),
+                       torch.compile(AdaLNBlock.finish, dynamic=True),
+                       torch.compile(AdaLNHead.forward, dynamic=True))

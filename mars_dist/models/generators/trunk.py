@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mars_dist.models.generators.blocks import AdaLNBlock, AdaLNHead, LayerKVCache
+from mars_dist.models.generators.blocks import EAGER_STAGES, AdaLNBlock, AdaLNHead, LayerKVCache, compiled_stages
 from mars_dist.models.generators.conditioning import ConditionEmbedding
 from mars_dist.models.generators.sampling import guided_logits
 from mars_dist.models.generators.trunk_config import TrunkConfig
@@ -110,7 +110,17 @@ class AdaLNTrunk(nn.Module):
         """Embedded tokens -> float32 logits [B, L, V] through every block and the head."""
         for i, (block, mod) in enumerate(zip(self.blocks, c.block_mods)):
             h_BLC = block(h_BLC, mod, attn_mask_LL, None if cache is None else cache[i], causal)
-        return self.head(h_BLC, c.head_mod)
+        compiled_head = self.blocks[0].stages.head if len(self.blocks) else None
+        return self.head(h_BLC, c.head_mod) if compiled_head is None else compiled_head(self.head, h_BLC, c.head_mod)
+
+    def compile_stages(self, enabled: bool = True) -> "AdaLNTrunk":
+        """Runs the blocks' and the head's tensor code through torch.compile (blocks.compiled_stages),
+        or back through the plain methods. For generation: one compile per process serves every
+        scale / step, and the tokens are those of the plain code up to float rounding (docs/ar.md)."""
+        stages = compiled_stages() if enabled else EAGER_STAGES
+        for block in self.blocks:
+            block.stages = stages
+        return self
 
     def new_cache(self, capacity: Optional[int] = None) -> List[LayerKVCache]:
         """One empty KV cache per block, each holding up to `capacity` tokens (default: the family's
