@@ -76,7 +76,14 @@ def applicable(path: Path = LOCK) -> list[LockEntry]:
 
 
 def installed_versions() -> dict[str, str]:
-    return {normalise(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    """name -> version of the distribution an import would find: the first on sys.path. Later copies
+    are ignored (setuptools, once imported, e.g. by torch.compile's C++ builds, appends its _vendor
+    folder with its own packaging and platformdirs to sys.path)."""
+    versions: dict[str, str] = {}
+    for dist in metadata.distributions():
+        if dist.metadata["Name"]:
+            versions.setdefault(normalise(dist.metadata["Name"]), dist.version)
+    return versions
 
 
 def drift(path: Path = LOCK) -> list[str]:

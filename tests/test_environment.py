@@ -35,6 +35,21 @@ def test_installed_distributions_equal_the_lock():
     assert envcheck.drift(LOCK) == [], "this interpreter's packages differ from launch/requirements.lock"
 
 
+def test_vendored_copies_later_on_sys_path_are_not_drift(tmp_path, monkeypatch):
+    """setuptools appends its _vendor folder (older packaging, platformdirs) to sys.path when imported:
+    what counts is the copy an import finds, the first on sys.path."""
+    vendored = tmp_path / "_vendor" / "packaging-1.0.dist-info"
+    vendored.mkdir(parents=True)
+    (vendored / "METADATA").write_text("Metadata-Version: 2.1\nName: packaging\nVersion: 1.0\n")
+    monkeypatch.setattr(sys, "path", sys.path + [str(tmp_path / "_vendor")])  # restored after the test
+    envcheck = _envcheck()
+    assert envcheck.installed_versions()["packaging"] != "1.0"
+    assert envcheck.drift(LOCK) == []
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "_vendor")] + sys.path)
+    assert envcheck.installed_versions()["packaging"] == "1.0", "the check must still see what an import would load"
+    assert any(line.startswith("packaging: installed 1.0, lock ") for line in envcheck.drift(LOCK))
+
+
 def test_the_lock_pins_torch_and_torchaudio_as_one_exact_pair():
     versions = {e.name: e.version for e in _envcheck().applicable(LOCK)}
     assert versions["torch"] == versions["torchaudio"] == "2.11.0"

@@ -162,3 +162,18 @@ def test_a_filesystem_whose_event_loop_died_is_rebuilt_instead_of_waiting_foreve
     assert fsspec.asyn.iothread[0] is not thread and fsspec.asyn.iothread[0].is_alive(), "a new IO thread serves the new loop"
     assert time.monotonic() - started < 3, "rebuilt at once, not after the request timeout"
 
+
+
+def test_a_request_without_progress_is_cut_off_at_the_request_timeout_and_counted(s3_proxy, s3_url, tmp_path):
+    """botocore's read timeout is long here (30 s), the proxy answers nothing for 10 s: only
+    data.retry.request_timeout_s (1 s) ends each try, and each such retry is counted apart."""
+    objects = _put_objects(s3_url, 1)
+    remote = RemoteShardSet(s3_url, proxied_options(s3_proxy, read_timeout_s=30),
+                            RetryConfig(attempts=2, base_delay_s=0.01, max_delay_s=0.02, request_timeout_s=1), IOCounters())
+    s3_proxy.set_faults(ProxyFaults(stall_rate=1.0, stall_s=10))
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=rf"{s3_url}/obj-0\.tar: failed 2 times"):
+        remote.download("obj-0.tar", str(tmp_path / "x"), OBJECT_BYTES, hashlib.sha256(objects["obj-0.tar"]).hexdigest())
+    assert time.monotonic() - started < 8, "each try must end at the 1 s request timeout, not the proxy's 10 s stall"
+    counts = remote.counters.snapshot()
+    assert counts["retries"] == 1 and counts["request_timeouts"] == 1, counts

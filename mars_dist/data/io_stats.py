@@ -17,6 +17,7 @@ FIELDS = (
     "ranged_reads",       # per-sample byte-range requests (the global order on remote storage)
     "metadata_reads",     # manifest and index sidecars
     "retries",            # failed tries that were retried (throttling, resets, timeouts, bad checksums)
+    "request_timeouts",   # of those, requests cut off by data.retry.request_timeout_s (no progress at all)
 )
 
 

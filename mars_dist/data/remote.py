@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -18,6 +19,7 @@ from mars_dist.data import fs as storage
 from mars_dist.data.io_stats import IOCounters
 from mars_dist.data.retry import RetryConfig, with_retries
 
+log = logging.getLogger(__name__)
 HASH_CHUNK_BYTES = 4 << 20
 # S3 error codes that mean "try again later", as botocore's own retry handler classifies them
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
@@ -40,6 +42,20 @@ def _transient_types() -> tuple:
     return (ChecksumMismatch, TimeoutError, ConnectionError, FSTimeoutError, aiohttp.ClientPayloadError,
             aiohttp.ClientConnectionError, bx.HTTPClientError, bx.IncompleteReadError, bx.ResponseStreamingError,
             bx.FlexibleChecksumError, bx.ConnectionError)
+
+
+def _is_request_timeout(exc: BaseException) -> bool:
+    """Whether a try was cut off by our own per-request bound (fsspec's sync timeout), not by botocore's
+    connect/read timeouts: a request that made no progress at all."""
+    from fsspec.exceptions import FSTimeoutError
+
+    for _ in range(8):
+        if exc is None:
+            return False
+        if isinstance(exc, FSTimeoutError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -129,10 +145,17 @@ class RemoteShardSet:
         if self.counters is not None:
             self.counters.add(field, amount)
 
+    def _on_retry(self, what: str, exc: BaseException) -> None:
+        self._count("retries")
+        if _is_request_timeout(exc):
+            self._count("request_timeouts")
+            log.warning("%s: a request made no progress for data.retry.request_timeout_s=%s s; retrying",
+                        what, self._timeout)
+
     def _retrying(self, fn, what: str):
         try:
             return with_retries(fn, what=what, config=self.retry, transient=is_transient,
-                                on_retry=lambda failures, exc: self._count("retries"))
+                                on_retry=lambda failures, exc: self._on_retry(what, exc))
         except (FileNotFoundError, PermissionError) as exc:  # s3fs's messages do not always name the object
             raise type(exc)(f"{what}: {exc}") from exc
 
