@@ -90,10 +90,7 @@ def load_sources(args: argparse.Namespace, device):
     classifier.check_audio(frontend.cfg.stft.sample_rate, frontend.cfg.stft.num_samples, f"--tokenizer {args.tokenizer}")
     reference = ShardNotes(args.reference, frontend)
     floor = ShardNotes(args.floor, frontend) if args.floor else None
-    generators = {GENERATED: load_generator(Path(args.model), tokenizer, device)} if args.model else {}
-    if args.compile:
-        for gen in generators.values():
-            gen.compile()
+    generators = {GENERATED: load_generator(Path(args.model), tokenizer, device, compile=args.compile)} if args.model else {}
     vggish = load_vggish_arg(args.vggish).to(device) if args.vggish else None
     exports = {"tokenizer": args.tokenizer, "model": args.model, "classifier": args.classifier}
     described = {}

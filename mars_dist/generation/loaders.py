@@ -51,8 +51,10 @@ def load_tokenizer(path: Path) -> ExportedTokenizer:
     return ExportedTokenizer(module, config, AudioFrontend(run_config_from_dict(config["run_config"]).audio))
 
 
-def load_generator(path: Path, tokenizer: ExportedTokenizer, device: torch.device, dtype: torch.dtype = torch.float32):
-    """The Generator for an exported generator model, around `tokenizer`, on `device`."""
+def load_generator(path: Path, tokenizer: ExportedTokenizer, device: torch.device, dtype: torch.dtype = torch.float32,
+                   compile: bool = False):
+    """The Generator for an exported generator model, around `tokenizer`, on `device`; with `compile`,
+    its transformer runs through torch.compile (Generator.compile, the commands' --compile)."""
     from mars_dist.tasks.registry import resolve
 
     path = Path(path)
@@ -63,7 +65,8 @@ def load_generator(path: Path, tokenizer: ExportedTokenizer, device: torch.devic
         raise UserValueError(f"{path}: exported from the {entry.name!r} task, which is not a generator "
                              f"(generator tasks: {', '.join(generator_tasks())})")
     weights, config = read_export(path)
-    return cls.from_export(weights, config, tokenizer, device, dtype, path)
+    gen = cls.from_export(weights, config, tokenizer, device, dtype, path)
+    return gen.compile() if compile else gen
 
 
 def generator_tasks() -> list:

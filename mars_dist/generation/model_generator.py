@@ -73,5 +73,19 @@ class ModelGenerator(Generator):
         return self.model.sequential_steps()
 
     def compile(self) -> "ModelGenerator":
+        if self.device.type == "cpu":
+            _check_cpp_compiler()
         self.model.compile_stages()
         return self
+
+
+def _check_cpp_compiler() -> None:
+    """On a CPU, torch.compile builds C++: without a compiler it would fail at the first batch, deep
+    inside inductor. Asks inductor's own compiler lookup now and says what to do."""
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception as exc:  # inductor's InvalidCxxCompiler, or whatever its lookup raises
+        raise UserValueError(f"--compile on a CPU needs a C++ compiler (g++ or clang++ on PATH, or set CXX): "
+                             f"{type(exc).__name__}: {exc}; or leave --compile out") from exc
