@@ -46,6 +46,7 @@ class AdaLNTrunk(nn.Module):
     and calls `_build_blocks()` (the order fixes which random numbers each parameter is drawn from)."""
 
     num_tokens: int  # positions of the family's sequence (set by the subclass)
+    stages = EAGER_STAGES  # how the blocks and the head run their tensor code (compile_stages)
 
     def __init__(self, cfg: TrunkConfig, codebook_size: int, codebook_dim: int):
         super().__init__()
@@ -110,16 +111,17 @@ class AdaLNTrunk(nn.Module):
         """Embedded tokens -> float32 logits [B, L, V] through every block and the head."""
         for i, (block, mod) in enumerate(zip(self.blocks, c.block_mods)):
             h_BLC = block(h_BLC, mod, attn_mask_LL, None if cache is None else cache[i], causal)
-        compiled_head = self.blocks[0].stages.head if len(self.blocks) else None
-        return self.head(h_BLC, c.head_mod) if compiled_head is None else compiled_head(self.head, h_BLC, c.head_mod)
+        if self.stages.head is None:
+            return self.head(h_BLC, c.head_mod)
+        return self.stages.head(self.head, h_BLC, c.head_mod)
 
     def compile_stages(self, enabled: bool = True) -> "AdaLNTrunk":
         """Runs the blocks' and the head's tensor code through torch.compile (blocks.compiled_stages),
         or back through the plain methods. For generation: one compile per process serves every
         scale / step, and the tokens are those of the plain code up to float rounding (docs/ar.md)."""
-        stages = compiled_stages() if enabled else EAGER_STAGES
+        self.stages = compiled_stages() if enabled else EAGER_STAGES
         for block in self.blocks:
-            block.stages = stages
+            block.stages = self.stages
         return self
 
     def new_cache(self, capacity: Optional[int] = None) -> List[LayerKVCache]:
