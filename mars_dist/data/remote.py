@@ -13,7 +13,7 @@ import errno
 import hashlib
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from mars_dist.data import fs as storage
 from mars_dist.data.io_stats import IOCounters
@@ -44,25 +44,25 @@ def _transient_types() -> tuple:
             bx.FlexibleChecksumError, bx.ConnectionError)
 
 
+def _chain(exc: Optional[BaseException], depth: int = 8) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from (s3fs wraps botocore's, which wrap aiohttp's)."""
+    while exc is not None and depth > 0:
+        yield exc
+        exc, depth = exc.__cause__ or exc.__context__, depth - 1
+
+
 def _is_request_timeout(exc: BaseException) -> bool:
     """Whether a try was cut off by our own per-request bound (fsspec's sync timeout), not by botocore's
     connect/read timeouts: a request that made no progress at all."""
     from fsspec.exceptions import FSTimeoutError
 
-    for _ in range(8):
-        if exc is None:
-            return False
-        if isinstance(exc, FSTimeoutError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(isinstance(e, FSTimeoutError) for e in _chain(exc))
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a failed read is worth retrying: walks the exception chain s3fs builds around botocore's."""
     types = _transient_types()
-    seen = 0
-    while exc is not None and seen < 8:
+    for exc in _chain(exc):
         if isinstance(exc, types):
             return True
         response = getattr(exc, "response", None)
@@ -73,7 +73,6 @@ def is_transient(exc: BaseException) -> bool:
                 return True
         if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS and not isinstance(exc, FileNotFoundError):
             return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
 
 
@@ -129,8 +128,8 @@ class RemoteShardSet:
         A call on a filesystem whose event loop no thread runs would wait forever (seen once in a
         forked DataLoader worker); with the per-request timeout it fails as a transient error, and
         the retry gets a filesystem on a fresh loop here."""
-        revived = storage.revive_io_loop()
-        if revived or self._fs_pid != os.getpid() or not _on_current_io_loop(self._fs):
+        storage.revive_io_loop()  # a revive replaces the loop, so the check below then rebuilds
+        if self._fs_pid != os.getpid() or not _on_current_io_loop(self._fs):
             import fsspec
 
             options = no_retry_options(self.url, self.storage_options)
