@@ -90,7 +90,8 @@ def load_sources(args: argparse.Namespace, device):
     classifier.check_audio(frontend.cfg.stft.sample_rate, frontend.cfg.stft.num_samples, f"--tokenizer {args.tokenizer}")
     reference = ShardNotes(args.reference, frontend)
     floor = ShardNotes(args.floor, frontend) if args.floor else None
-    generators = {GENERATED: load_generator(Path(args.model), tokenizer, device, compile=args.compile)} if args.model else {}
+    generators = {GENERATED: load_generator(Path(args.model), tokenizer, device, compile=args.compile,
+                                                 int8=args.int8)} if args.model else {}
     vggish = load_vggish_arg(args.vggish).to(device) if args.vggish else None
     exports = {"tokenizer": args.tokenizer, "model": args.model, "classifier": args.classifier}
     described = {}
@@ -150,7 +151,7 @@ def report(args: argparse.Namespace, result, described: Dict[str, Any], sources,
         if sources.floor else None,
         "generation": {"notes": result.sizes.get(GENERATED, 0), "labels": "the reference notes' (pitch, instrument "
                        "family, source, velocity) in reference order, cycling", "seed": args.seed, "batch": args.batch,
-                       **dataclasses.asdict(args.sampling)}
+                       **dataclasses.asdict(args.sampling), "int8": args.int8}
         if sources.generators else None,
         "griffin_lim": {"n_iter": frontend.cfg.griffin_lim.n_iter, "momentum": frontend.cfg.griffin_lim.momentum},
         "fad_embedding": result.fad_embedding,

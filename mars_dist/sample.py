@@ -90,7 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     tokenizer = load_tokenizer(Path(args.tokenizer))
     if args.gl_iters is not None:
         tokenizer.frontend.cfg.griffin_lim.n_iter = args.gl_iters
-    gen = load_generator(Path(args.model), tokenizer, device, resolve_generation_dtype(args.dtype, device), args.compile)
+    gen = load_generator(Path(args.model), tokenizer, device, resolve_generation_dtype(args.dtype, device), args.compile, args.int8)
     settings = args.sampling
     if args.edit:
         return edit_inputs(args, gen, settings, label_sets)

@@ -113,15 +113,16 @@ def test_every_command_that_samples_checks_the_sampling_flags_alike(prog, main, 
     assert exit_info.value.code == 2 and __import__("re").search(rf"{prog}: error: {message}", err), err
 
 
-def test_compile_without_a_cpp_compiler_is_one_error_line(exports, capsys, tmp_path, monkeypatch):
+@pytest.mark.parametrize("flag", ["--compile", "--int8"])
+def test_compile_without_a_cpp_compiler_is_one_error_line(flag, exports, capsys, tmp_path, monkeypatch):
     from torch._inductor import cpp_builder
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no g++, c++ or clang++ to be found
     monkeypatch.delenv("CXX", raising=False)
     cpp_builder.cpp_compiler_search.cache_clear()  # inductor caches a compiler found earlier in this process
     line = user_error(capsys, sample_main, "mars-sample", ["--tokenizer", str(exports["tok"]), "--model", str(exports["ar"]),
-                                                           "--out", str(tmp_path / "o"), "--device", "cpu", "--compile"])
-    assert "--compile on a CPU needs a C++ compiler" in line and not (tmp_path / "o").exists(), line
+                                                           "--out", str(tmp_path / "o"), "--device", "cpu", flag])
+    assert f"{flag} on a CPU needs a C++ compiler" in line and not (tmp_path / "o").exists(), line
 
 
 def test_written_files_follow_the_umask(exports, tmp_path):

@@ -5,6 +5,7 @@ branches), tokenizer decode and Griffin-Lim, and the real-time factor (seconds o
 second of audio; < 1 is faster than real time), for each size preset and batch size, side by side:
 
     python -m mars_dist.bench.generate [--presets tiny small d12 d16] [--batches 1 16] [--dtypes fp32 bf16]
+        [--modes eager compiled int8]
 
 Weights are random: the time per note does not depend on them (sampling sorts the whole
 vocabulary for top-p whatever the distribution). Tokenizer per preset: tiny and small use
@@ -55,6 +56,7 @@ from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
 
 NOTE_SECONDS = 4.0
 SPEED_PRESETS = ["tiny", "small", "d12", "d16"]
+MODES = ["eager", "compiled", "int8"]  # the order they run in (int8 changes the model for good)
 COMPARE_PRESETS = ["small"]
 # Finest token map -> a scale schedule ending there (16: the paper's; 32: VAR's 512-px schedule).
 MAP_SCHEDULES = {
@@ -173,9 +175,11 @@ def run_map_sizes(args, device: torch.device, dtype: torch.dtype, settings: Samp
 
 
 def run_speed(args) -> List[Dict[str, object]]:
-    """For each preset and dtype, the plain model and (with --modes ... compiled) the torch.compile'd
-    one side by side on the same weights and seeds; a compiled row also counts the tokens that differ
-    from the plain row's (float rounding in fused kernels can flip a near-tie in a draw)."""
+    """For each preset and dtype, the plain model and (with --modes ... compiled int8) the torch.compile'd
+    one and the int8 one (Generator.int8: transformer and decoder matmuls in int8) side by side on the
+    same weights and seeds; such a row also counts the tokens equal to the plain row's (float rounding
+    in fused kernels can flip a near-tie in a draw; int8 changes the logits by ~1%, and every later
+    token of a note follows the first one that differs)."""
     device = resolve_device(args.device, 0, key="--device")
     audio_cfg = AudioConfig()
     audio_cfg.griffin_lim.n_iter = args.gl_iters
@@ -195,8 +199,12 @@ def run_speed(args) -> List[Dict[str, object]]:
             gen = build_generator(preset, audio_cfg, dtype, device)
             params = sum(p.numel() for p in gen.model.parameters())
             plain_tokens: Dict[int, List[torch.Tensor]] = {}
-            for mode in args.modes:
-                gen.model.compile_stages(mode == "compiled")
+            for mode in sorted(args.modes, key=MODES.index):  # int8 last: it quantizes the weights in place
+                if mode == "int8":
+                    gen.model.compile_stages(False)
+                    gen.int8()
+                else:
+                    gen.model.compile_stages(mode == "compiled")
                 t0 = time.perf_counter()
                 time_batch(gen, 1, settings, seed=0)  # warm-up: allocator, kernels, lazy inits, compilation
                 warmup_s = time.perf_counter() - t0
@@ -220,8 +228,8 @@ def run_speed(args) -> List[Dict[str, object]]:
                     print(f"{preset:>6} {params / 1e6:>9.1f}M {dtype_name:>5} {mode:>8} {batch:>5} | {per_note['ar']:>7.3f} "
                           f"{per_note['decode']:>7.3f} {per_note['griffin_lim']:>7.3f} {total:>7.3f} | "
                           f"{total / NOTE_SECONDS:>6.3f} | {same_text:>11}", flush=True)
-                if mode == "compiled":
-                    print(f"{'':>6} (compiled: first call {warmup_s:.1f} s, compilation included)", flush=True)
+                if mode != "eager":
+                    print(f"{'':>6} ({mode}: first call {warmup_s:.1f} s, compilation included)", flush=True)
             gen.model.compile_stages(False)
             del gen
     return rows
@@ -267,8 +275,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--dtypes", nargs="+", default=None, choices=["fp32", "bf16"],
                    help="default: fp32 bf16; with --compare one dtype, bf16 on a GPU and fp32 on a CPU")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per setting (the fastest counts)")
-    p.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "compiled"],
-                   help="speed table: the plain model and/or its torch.compile'd stages (Generator.compile)")
+    p.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
+                   help="speed table: the plain model, its torch.compile'd stages (Generator.compile) and/or its "
+                        "int8 matmuls (Generator.int8, CPU)")
     p.add_argument("--gl-iters", type=int, default=32)
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--top-k", type=int, default=0)

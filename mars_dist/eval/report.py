@@ -185,13 +185,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def load_exports(tokenizer_dir: str, model_dir: Optional[str], device: torch.device, compile: bool = False):
+def load_exports(tokenizer_dir: str, model_dir: Optional[str], device: torch.device, compile: bool = False,
+                 int8: bool = False):
     """(tokenizer, Generator or None, audio front-end, {task: training step} of each export) from export folders."""
     from mars_dist.generation.loaders import load_generator, load_tokenizer
     from mars_dist.io.exports import read_export_config
 
     tokenizer = load_tokenizer(Path(tokenizer_dir))
-    gen = load_generator(Path(model_dir), tokenizer, device, compile=compile) if model_dir else None
+    gen = load_generator(Path(model_dir), tokenizer, device, compile=compile, int8=int8) if model_dir else None
     configs = [read_export_config(Path(d)) for d in (tokenizer_dir, model_dir) if d]
     return tokenizer.module, gen, tokenizer.frontend, {c["task"]: c["step"] for c in configs}
 
@@ -201,7 +202,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     args = parse_args(argv)
     device = resolve_device(args.device, 0, key="--device")
-    tokenizer, gen, frontend, steps = load_exports(args.tokenizer, args.model, device, args.compile)
+    tokenizer, gen, frontend, steps = load_exports(args.tokenizer, args.model, device, args.compile, args.int8)
     if args.gl_iters is not None:
         frontend.cfg.griffin_lim.n_iter = args.gl_iters
     t0 = time.perf_counter()

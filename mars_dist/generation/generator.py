@@ -8,6 +8,7 @@ here, each on its own so they can be timed apart.
 from __future__ import annotations
 
 import argparse
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterator, List, Mapping, Optional, Sequence
@@ -17,6 +18,7 @@ import torch
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.errors import UserValueError
 from mars_dist.generation.notes import LabelSet, labels_to_tensors
+from mars_dist.models.int8 import quantize_linears
 
 
 @dataclass
@@ -43,6 +45,10 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--compile", action="store_true",
                        help="torch.compile the transformer (the first batch compiles, tens of seconds on a CPU; "
                             "pays off from a few dozen notes)")
+    group.add_argument("--int8", action="store_true",
+                       help="CPU: int8 weights and activations in the transformer's and the tokenizer decoder's "
+                            "matmuls (~2x the bf16 GEMM rate; a measured, small change of the notes: docs/ar.md); "
+                            "needs a C++ compiler, like --compile")
 
 
 def sampling_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SamplingSettings:
@@ -106,6 +112,20 @@ class Generator(ABC):
         first call compiles). Same distribution; tokens equal up to float rounding. Default: nothing."""
         return self
 
+    def int8(self) -> "Generator":
+        """Int8 matmuls (models/int8.py) in the decode stage, and in subclasses their transformer, in
+        place, for CPU inference. The decoder quantized is the generator's own copy (sharing the
+        encoder and quantizer, which are not changed): whoever else holds the tokenizer, such as the
+        evaluation's reconstructions, keeps decoding in float."""
+        if self.device.type != "cpu":
+            raise UserValueError(f"--int8: int8 matmuls are for CPUs (device {self.device}); on a GPU use bf16")
+        check_cpp_compiler("--int8")
+        shared = {id(self.tokenizer.encoder): self.tokenizer.encoder, id(self.tokenizer.quantizer): self.tokenizer.quantizer}
+        tokenizer = copy.deepcopy(self.tokenizer, memo=shared)
+        quantize_linears(tokenizer.decoder)
+        self.tokenizer = tokenizer
+        return self
+
     @torch.no_grad()
     def spectrogram(self, idx_list: Sequence[torch.Tensor]) -> torch.Tensor:
         """Token maps -> CMX tensor [B, C, H, W] (float32, clamped to the log scale's [-1, 1])."""
@@ -130,3 +150,15 @@ class Generator(ABC):
             idx_list = self.tokens(labels_to_tensors(chunk, self.device), len(chunk), settings, generator)
             cmx_BCHW = self.spectrogram(idx_list)
             yield GeneratedBatch(chunk, idx_list, cmx_BCHW, self.audio(cmx_BCHW))
+
+
+def check_cpp_compiler(flag: str) -> None:
+    """On a CPU, torch.compile builds C++: without a compiler it would fail at the first batch, deep
+    inside inductor. Asks inductor's own compiler lookup now and says what to do."""
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception as exc:  # inductor's InvalidCxxCompiler, or whatever its lookup raises
+        raise UserValueError(f"{flag} on a CPU needs a C++ compiler (g++ or clang++ on PATH, or set CXX): "
+                             f"{type(exc).__name__}: {exc}; or leave {flag} out") from exc

@@ -52,9 +52,10 @@ def load_tokenizer(path: Path) -> ExportedTokenizer:
 
 
 def load_generator(path: Path, tokenizer: ExportedTokenizer, device: torch.device, dtype: torch.dtype = torch.float32,
-                   compile: bool = False):
-    """The Generator for an exported generator model, around `tokenizer`, on `device`; with `compile`,
-    its transformer runs through torch.compile (Generator.compile, the commands' --compile)."""
+                   compile: bool = False, int8: bool = False):
+    """The Generator for an exported generator model, around `tokenizer`, on `device`; with `int8`, its
+    transformer and decoder matmuls run in int8 (Generator.int8, --int8); with `compile`, its
+    transformer runs through torch.compile (Generator.compile, the commands' --compile)."""
     from mars_dist.tasks.registry import resolve
 
     path = Path(path)
@@ -66,6 +67,8 @@ def load_generator(path: Path, tokenizer: ExportedTokenizer, device: torch.devic
                              f"(generator tasks: {', '.join(generator_tasks())})")
     weights, config = read_export(path)
     gen = cls.from_export(weights, config, tokenizer, device, dtype, path)
+    if int8:
+        gen.int8()
     return gen.compile() if compile else gen
 
 

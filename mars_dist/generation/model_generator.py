@@ -18,7 +18,7 @@ from torch import nn
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.config import run_config_from_dict
 from mars_dist.errors import UserValueError
-from mars_dist.generation.generator import Generator, SamplingSettings
+from mars_dist.generation.generator import Generator, SamplingSettings, check_cpp_compiler
 
 
 class ModelGenerator(Generator):
@@ -74,18 +74,12 @@ class ModelGenerator(Generator):
 
     def compile(self) -> "ModelGenerator":
         if self.device.type == "cpu":
-            _check_cpp_compiler()
+            check_cpp_compiler("--compile")
         self.model.compile_stages()
         return self
 
+    def int8(self) -> "ModelGenerator":
+        super().int8()
+        self.model.quantize_int8()
+        return self
 
-def _check_cpp_compiler() -> None:
-    """On a CPU, torch.compile builds C++: without a compiler it would fail at the first batch, deep
-    inside inductor. Asks inductor's own compiler lookup now and says what to do."""
-    from torch._inductor import cpp_builder
-
-    try:
-        cpp_builder.get_cpp_compiler()
-    except Exception as exc:  # inductor's InvalidCxxCompiler, or whatever its lookup raises
-        raise UserValueError(f"--compile on a CPU needs a C++ compiler (g++ or clang++ on PATH, or set CXX): "
-                             f"{type(exc).__name__}: {exc}; or leave --compile out") from exc

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from mars_dist.models.int8 import Int8Linear, is_tanh_gelu
+
 _FUSED_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]
 
 
@@ -118,11 +120,18 @@ class FeedForward(nn.Module):
         super().__init__()
         hidden = round(width * mlp_ratio)
         self.fc1 = nn.Linear(width, hidden)
+        self.act = nn.GELU(approximate="tanh")
         self.fc2 = nn.Linear(hidden, width)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(F.gelu(self.fc1(x_BLC), approximate="tanh")))
+        return self.drop(self.fc2(self.act(self.fc1(x_BLC))))
+
+    def quantize_int8(self) -> None:
+        """Both matmuls in int8 (models/int8.py), the GELU moved into the first one's rescale pass."""
+        self.fc1 = Int8Linear.from_linear(self.fc1, gelu=is_tanh_gelu(self.act))
+        self.act = nn.Identity() if self.fc1.gelu else self.act
+        self.fc2 = Int8Linear.from_linear(self.fc2)
 
 
 class AdaLNBlock(nn.Module):

@@ -22,6 +22,7 @@ from mars_dist.models.generators.blocks import EAGER_STAGES, AdaLNBlock, AdaLNHe
 from mars_dist.models.generators.conditioning import ConditionEmbedding
 from mars_dist.models.generators.sampling import guided_logits
 from mars_dist.models.generators.trunk_config import TrunkConfig
+from mars_dist.models.int8 import Int8Linear, quantize_linears
 
 
 def code_vectors(codebook: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
@@ -122,6 +123,17 @@ class AdaLNTrunk(nn.Module):
         self.stages = compiled_stages() if enabled else EAGER_STAGES
         for block in self.blocks:
             block.stages = self.stages
+        return self
+
+    def quantize_int8(self) -> "AdaLNTrunk":
+        """Int8 weights and per-token int8 activations in every matmul that runs once per token
+        (attention's qkv and output projections, the feed-forward, the head's logits; models/int8.py),
+        in place, for CPU inference. The per-condition AdaLN modulation and the embeddings stay in
+        float: they run once per batch, so quantizing them would cost precision and save nothing."""
+        for block in self.blocks:
+            quantize_linears(block.attn)
+            block.ffn.quantize_int8()
+        self.head.out = Int8Linear.from_linear(self.head.out)
         return self
 
     def new_cache(self, capacity: Optional[int] = None) -> List[LayerKVCache]:
