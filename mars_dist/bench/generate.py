@@ -35,6 +35,7 @@ against the baselines and, with --evaluate, the evaluation's table (python -m ma
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -56,7 +57,7 @@ from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
 
 NOTE_SECONDS = 4.0
 SPEED_PRESETS = ["tiny", "small", "d12", "d16"]
-MODES = ["eager", "compiled", "int8"]  # the order they run in (int8 changes the model for good)
+MODES = ["eager", "compiled", "int8"]  # the speed table's modes, in the order each repeat runs them
 COMPARE_PRESETS = ["small"]
 # Finest token map -> a scale schedule ending there (16: the paper's; 32: VAR's 512-px schedule).
 MAP_SCHEDULES = {
@@ -176,62 +177,75 @@ def run_map_sizes(args, device: torch.device, dtype: torch.dtype, settings: Samp
 
 def run_speed(args) -> List[Dict[str, object]]:
     """For each preset and dtype, the plain model and (with --modes ... compiled int8) the torch.compile'd
-    one and the int8 one (Generator.int8: transformer and decoder matmuls in int8) side by side on the
-    same weights and seeds; such a row also counts the tokens equal to the plain row's (float rounding
-    in fused kernels can flip a near-tie in a draw; int8 changes the logits by ~1%, and every later
-    token of a note follows the first one that differs)."""
+    one and the int8 one (Generator.int8: transformer and decoder matmuls in int8, on a copy of the
+    same weights) side by side: every repeat runs each mode in turn, so a drift of the machine's speed
+    (this shared CPU's varies by 20-30% over minutes) reaches all modes alike. A row also counts the
+    tokens equal to the plain row's for the same seed (float rounding in fused kernels can flip a
+    near-tie in a draw; int8 changes the logits by ~1%, and every later token of a note follows the
+    first one that differs)."""
     device = resolve_device(args.device, 0, key="--device")
     audio_cfg = AudioConfig()
     audio_cfg.griffin_lim.n_iter = args.gl_iters
     settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p)
+    modes = sorted(set(args.modes), key=MODES.index)
     rows = []
     print(f"device {device}, torch threads {torch.get_num_threads()}, Griffin-Lim {args.gl_iters} iterations, "
-          f"cfg {args.cfg} (two AR branches), top-p {args.top_p}; seconds per 4 s note (fastest of {args.repeats})",
-          flush=True)
+          f"cfg {args.cfg} (two AR branches), top-p {args.top_p}; seconds per 4 s note (fastest of {args.repeats}, "
+          f"the modes interleaved)", flush=True)
     header = (f"{'preset':>6} {'AR params':>10} {'dtype':>5} {'mode':>8} {'batch':>5} | {'AR':>7} {'decode':>7} {'GL':>7} "
-              f"{'total':>7} | {'RTF':>6} | {'same tokens':>11}")
+              f"{'total':>7} | {'RTF':>6} {'x eager':>7} | {'same tokens':>11}")
     print(header)
     print("-" * len(header))
     for preset in args.presets:
         for dtype_name in args.dtypes:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
             torch.manual_seed(0)
-            gen = build_generator(preset, audio_cfg, dtype, device)
-            params = sum(p.numel() for p in gen.model.parameters())
-            plain_tokens: Dict[int, List[torch.Tensor]] = {}
-            for mode in sorted(args.modes, key=MODES.index):  # int8 last: it quantizes the weights in place
-                if mode == "int8":
-                    gen.model.compile_stages(False)
-                    gen.int8()
-                else:
-                    gen.model.compile_stages(mode == "compiled")
+            plain = build_generator(preset, audio_cfg, dtype, device)
+            params = sum(p.numel() for p in plain.model.parameters())
+            gens = {mode: plain for mode in modes if mode != "int8"}
+            if "int8" in modes:
+                gens["int8"] = copy.deepcopy(plain).int8()
+
+            def run(mode: str, batch: int, seed: int) -> Dict[str, object]:
+                if mode != "int8":
+                    plain.model.compile_stages(mode == "compiled")
+                return time_batch(gens[mode], batch, settings, seed)
+
+            first_call = {}
+            for mode in modes:
                 t0 = time.perf_counter()
-                time_batch(gen, 1, settings, seed=0)  # warm-up: allocator, kernels, lazy inits, compilation
-                warmup_s = time.perf_counter() - t0
-                for batch in args.batches:
-                    runs = [time_batch(gen, batch, settings, seed=r) for r in range(args.repeats)]
-                    per_note = {k: min(r[k] for r in runs) / batch for k in ("ar", "decode", "griffin_lim")}
+                run(mode, 1, 0)  # warm-up: allocator, kernels, lazy inits, compilation
+                first_call[mode] = time.perf_counter() - t0
+            for batch in args.batches:
+                runs: Dict[str, List[Dict[str, object]]] = {mode: [] for mode in modes}
+                for r in range(args.repeats):
+                    for mode in modes:
+                        runs[mode].append(run(mode, batch, r))
+                eager_total = None
+                for mode in modes:
+                    per_note = {k: min(t[k] for t in runs[mode]) / batch for k in ("ar", "decode", "griffin_lim")}
                     total = sum(per_note.values())
-                    tokens = runs[0]["tokens"]
+                    eager_total = total if mode == "eager" else eager_total
                     same = None
-                    if mode == "eager":
-                        plain_tokens[batch] = tokens
-                    elif batch in plain_tokens:
-                        same = (sum(int((a == b).sum()) for a, b in zip(tokens, plain_tokens[batch])),
-                                sum(a.numel() for a in tokens))
+                    if mode != "eager" and "eager" in runs:
+                        ours, theirs = runs[mode][0]["tokens"], runs["eager"][0]["tokens"]
+                        same = (sum(int((a == b).sum()) for a, b in zip(ours, theirs)), sum(a.numel() for a in ours))
+                    speedup = eager_total / total if eager_total else None
                     row = {"preset": preset, "ar_params": params, "dtype": dtype_name, "mode": mode, "batch": batch,
                            **{f"{k}_s_per_note": v for k, v in per_note.items()}, "total_s_per_note": total,
-                           "real_time_factor": total / NOTE_SECONDS, "first_call_s": warmup_s,
-                           "tokens_equal_to_eager": same}
+                           "real_time_factor": total / NOTE_SECONDS, "speedup_over_eager": speedup,
+                           "first_call_s": first_call[mode], "tokens_equal_to_eager": same}
                     rows.append(row)
                     same_text = "-" if same is None else f"{same[0]}/{same[1]}"
+                    speed_text = "-" if speedup is None else f"{speedup:.2f}"
                     print(f"{preset:>6} {params / 1e6:>9.1f}M {dtype_name:>5} {mode:>8} {batch:>5} | {per_note['ar']:>7.3f} "
                           f"{per_note['decode']:>7.3f} {per_note['griffin_lim']:>7.3f} {total:>7.3f} | "
-                          f"{total / NOTE_SECONDS:>6.3f} | {same_text:>11}", flush=True)
+                          f"{total / NOTE_SECONDS:>6.3f} {speed_text:>7} | {same_text:>11}", flush=True)
+            for mode in modes:
                 if mode != "eager":
-                    print(f"{'':>6} ({mode}: first call {warmup_s:.1f} s, compilation included)", flush=True)
-            gen.model.compile_stages(False)
-            del gen
+                    print(f"{'':>6} ({mode}: first call {first_call[mode]:.1f} s, compilation included)", flush=True)
+            plain.model.compile_stages(False)
+            del gens, plain
     return rows
 
 

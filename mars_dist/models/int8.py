@@ -28,27 +28,38 @@ from torch import nn
 INT8_MAX = 127.0
 
 
-def int8_linear(x: torch.Tensor, weight_NK: torch.Tensor, weight_scale_N: torch.Tensor,
-                bias_N: Optional[torch.Tensor], gelu: bool = False) -> torch.Tensor:
-    """`x [..., K]` (any float dtype) through an int8 weight `weight_NK` with per-channel scales ->
-    `[..., N]` in x's dtype; the activations are quantized per token (last-dim row) on the fly.
-    `gelu`: the tanh-GELU that follows the layer, applied in the same pass as the rescale."""
-    K = x.shape[-1]
-    x_MK = x.reshape(-1, K).float()
+def _int8_matmul(x_MK: torch.Tensor, weight_NK: torch.Tensor, weight_scale_N: torch.Tensor,
+                 bias_N: Optional[torch.Tensor]) -> torch.Tensor:
+    """float32 `x_MK @ W^T + b` through int8 codes of both, the activations quantized per row on the fly."""
+    x_MK = x_MK.float()
     x_scale_M1 = x_MK.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / INT8_MAX
     x_int8_MK = torch.round(x_MK / x_scale_M1).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
     y_MN = torch._int_mm(x_int8_MK, weight_NK.t()).float() * (x_scale_M1 * weight_scale_N)
-    if bias_N is not None:
-        y_MN = y_MN + bias_N
-    if gelu:
-        y_MN = F.gelu(y_MN, approximate="tanh")
-    return y_MN.to(x.dtype).reshape(*x.shape[:-1], weight_NK.shape[0])
+    return y_MN if bias_N is None else y_MN + bias_N
+
+
+def int8_linear(x_MK: torch.Tensor, weight_NK: torch.Tensor, weight_scale_N: torch.Tensor,
+                bias_N: Optional[torch.Tensor]) -> torch.Tensor:
+    """`x_MK [M, K]` (any float dtype) through an int8 weight `weight_NK` with per-channel scales ->
+    `[M, N]` in x's dtype."""
+    return _int8_matmul(x_MK, weight_NK, weight_scale_N, bias_N).to(x_MK.dtype)
+
+
+def int8_linear_gelu(x_MK: torch.Tensor, weight_NK: torch.Tensor, weight_scale_N: torch.Tensor,
+                     bias_N: Optional[torch.Tensor]) -> torch.Tensor:
+    """`int8_linear` followed by the tanh-GELU, in the same pass as the rescale."""
+    return F.gelu(_int8_matmul(x_MK, weight_NK, weight_scale_N, bias_N), approximate="tanh").to(x_MK.dtype)
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_int8_linear():
-    """`int8_linear` compiled once per process for every layer and shape (dynamic=True)."""
-    return torch.compile(int8_linear, dynamic=True)
+def compiled_int8_linear(gelu: bool):
+    """`int8_linear` (or `int8_linear_gelu`) compiled once per process for every layer and shape.
+
+    Each is its own function so that each has its own graphs; callers pass 2-D inputs outside
+    autocast (Int8Linear.forward), so what is left to tell graphs apart is the input's dtype (and
+    M = 1): at most a few graphs each, well inside dynamo's recompile limit (8), beyond which it
+    would silently run the function op by op."""
+    return torch.compile(int8_linear_gelu if gelu else int8_linear, dynamic=True)
 
 
 class Int8Linear(nn.Module):
@@ -74,10 +85,19 @@ class Int8Linear(nn.Module):
         return cls(weight_NK, scale_N, bias, compiled, gelu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Inside a region being compiled (Generator.compile's stages) the plain function is traced and
-        # fused with its neighbours; called eagerly, it runs as its own compiled graph.
-        fn = compiled_int8_linear() if self.compiled and not torch.compiler.is_compiling() else int8_linear
-        return fn(x, self.weight_NK, self.weight_scale_N, self.bias_N, self.gelu)
+        # 2-D and detached (not a view): dynamo guards a view's base, whose shape would then pick the graph.
+        x_MK = x.reshape(-1, self.in_features).detach()
+        args = (x_MK, self.weight_NK, self.weight_scale_N, self.bias_N)
+        if self.compiled and not torch.compiler.is_compiling():
+            # Called eagerly: its own compiled graph, entered with autocast off (the int8 GEMM is not
+            # autocast's business, and autocast's state would otherwise be one more graph per state).
+            # Inside a region being compiled (Generator.compile's stages) the plain function is traced
+            # and fused with its neighbours.
+            with torch.autocast(x.device.type, enabled=False):
+                y_MN = compiled_int8_linear(self.gelu)(*args)
+        else:
+            y_MN = (int8_linear_gelu if self.gelu else int8_linear)(*args)
+        return y_MN.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8{', gelu' if self.gelu else ''}"
