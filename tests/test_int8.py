@@ -164,3 +164,14 @@ def test_int8_kernels_compile_once_for_every_batch_size_stage_and_autocast(expor
         notes = list(gen.generate([{"pitch": 60}] * batch, settings, gen.rng(batch), batch))
         assert notes[0].wave_BN.shape[0] == batch
     assert counters["stats"]["unique_graphs"] - graphs_before == first <= 4, (first, counters["stats"]["unique_graphs"])
+
+
+def test_bench_int8_answers_a_missing_export_with_one_line(tmp_path, capsys):
+    from mars_dist.bench.int8 import main as bench_main
+    from mars_dist.cli import run_cli
+
+    missing = str(tmp_path / "nope")
+    assert run_cli(bench_main, "mars_dist.bench.int8", ["--tokenizer", missing, "--model", missing,
+                                                        "--shards", missing]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such export folder" in err[0], err

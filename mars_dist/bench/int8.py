@@ -170,4 +170,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mars_dist.cli import run_cli
+
+    sys.exit(run_cli(main, "mars_dist.bench.int8"))
