@@ -1,17 +1,29 @@
-"""The error convention every mars_dist command line follows.
+"""The conventions every mars_dist command line follows.
 
-A user's mistake (mars_dist.errors.UserError: a bad path, key, value or file) ends the command
-with one line on stderr, `prog: error: <what was wrong and what is expected>`, and exit status 2
-(the status argparse uses for a bad argument). Anything else is a bug: it keeps its traceback.
+- Names: a console script `mars-<verb>` (pyproject.toml) with its `python -m` twin; argparse's prog
+  is the `mars-<verb>` name either way (`make_parser`).
+- Overrides of a run config are positional `key.sub=value` arguments; one flag name per meaning
+  (`--batch-size` for notes processed together, `--out` for the output folder, `--device`, ...);
+  subcommands where a command has modes (`mars-encode encode|decode`, `mars-sweep submit|status`).
+- Errors: a user's mistake (mars_dist.errors.UserError: a bad path, key, value or file) ends the
+  command with one line on stderr, `prog: error: <what was wrong and what is expected>`, and exit
+  status 2 (the status argparse uses for a bad argument), with nothing written. Anything else is a
+  bug: it keeps its traceback.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, List, Optional
 
 from mars_dist.errors import UserError
 
 USAGE_EXIT_CODE = 2
+
+
+def make_parser(prog: str, doc: Optional[str]) -> argparse.ArgumentParser:
+    """The argument parser of command `prog` (`mars-<verb>`), its module docstring as description."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def user_error_line(prog: str, err: BaseException) -> str:

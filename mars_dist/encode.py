@@ -1,7 +1,7 @@
 """Encode shards into multi-scale token maps with an exported tokenizer, and decode token maps back.
 
-    python -m mars_dist.encode encode --tokenizer EXPORT_DIR --shards URL --out DIR [--batch-size 32]
-    python -m mars_dist.encode decode --tokenizer EXPORT_DIR --tokens DIR --out DIR [--limit 8] [--wav]
+    mars-encode encode --tokenizer EXPORT_DIR --shards URL --out DIR [--batch-size 32]
+    mars-encode decode --tokenizer EXPORT_DIR --tokens DIR --out DIR [--limit 8] [--wav]
 
 `encode` writes, per input shard, `DIR/shard-XXXXXX.tokens.npz` with `keys` (note_str), the labels
 (pitch, velocity, instrument_family, instrument_source, instrument) and one int32 array per scale
@@ -13,7 +13,6 @@ EXPORT_DIR is an export of the tokenizer task's "tokenizer_ema" (or "tokenizer")
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
@@ -23,8 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from mars_dist.cli import run_cli
-from mars_dist.engine.device import DEVICE_CHOICES, resolve_device
+from mars_dist.cli import make_parser, run_cli
+from mars_dist.device import DEVICE_CHOICES, resolve_device
 from mars_dist.errors import UserFileNotFoundError, UserValueError
 from mars_dist.generation.loaders import ExportedTokenizer, load_tokenizer
 from mars_dist.io.atomic import atomic_write_bytes
@@ -146,18 +145,16 @@ def decode_tokens(export_dir: str, tokens_dir: str, out_dir: str, limit: int = 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="mars-encode", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("mars-encode", __doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     enc = sub.add_parser("encode", help="shards -> token maps")
-    enc.add_argument("--tokenizer", "--checkpoint", dest="tokenizer", required=True,
-                     help="exported tokenizer folder (model.safetensors + config.json)")
+    enc.add_argument("--tokenizer", required=True, help="exported tokenizer folder (model.safetensors + config.json)")
     enc.add_argument("--shards", required=True, help="shard folder or s3:// prefix holding manifest.json")
     enc.add_argument("--out", required=True)
     enc.add_argument("--batch-size", type=int, default=32)
     enc.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     dec = sub.add_parser("decode", help="token maps -> CMX (.cmx.npy) and optionally Griffin-Lim .wav")
-    dec.add_argument("--tokenizer", "--checkpoint", dest="tokenizer", required=True, help="exported tokenizer folder")
+    dec.add_argument("--tokenizer", required=True, help="exported tokenizer folder")
     dec.add_argument("--tokens", required=True, help="output folder of `encode`")
     dec.add_argument("--out", required=True)
     dec.add_argument("--limit", type=int, default=0, help="decode at most this many notes (0 = all)")

@@ -1,7 +1,7 @@
 """The paper's evaluation (MARS Table 1: NDB/k, PIS, IIS, PKID, IKID, MSE, MAE, FAD) of an exported
 tokenizer and generator against a reference shard set, on one or many processes.
 
-    python -m mars_dist.evaluate --tokenizer TOK_EXPORT [--model GEN_EXPORT] --classifier CLF_EXPORT \\
+    mars-evaluate --tokenizer TOK_EXPORT [--model GEN_EXPORT] --classifier CLF_EXPORT \\
         --reference SHARDS [--n-generate N] [--out DIR] [--floor OTHER_SHARDS] [--vggish VGGISH.pth]
     torchrun --nproc-per-node 8 -m mars_dist.evaluate ...          (same numbers, 8 x faster)
     srun/sbatch: any launcher that sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from mars_dist.cli import run_cli
+from mars_dist.cli import make_parser, run_cli
 from mars_dist.errors import UserFileNotFoundError, UserValueError
 
 EVAL_FORMAT = "mars_dist.evaluation/1"
@@ -34,11 +34,12 @@ GENERATED = "generated"
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    from mars_dist.generation.generator import add_sampling_arguments, sampling_settings
+    from mars_dist.generation.flags import (add_sampling_arguments, add_speed_arguments, check_sampling_arguments,
+                                            families_for_help)
 
-    p = argparse.ArgumentParser(prog="mars-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser("mars-evaluate", __doc__)
     p.add_argument("--tokenizer", required=True, help="exported tokenizer folder (python -m mars_dist.export)")
-    p.add_argument("--model", "--ar", dest="model", help="exported generator folder, any family (without it: no generated row)")
+    p.add_argument("--model", help="exported generator folder, any family (without it: no generated row)")
     p.add_argument("--classifier", required=True, help="exported classifier folder (the classifier task)")
     p.add_argument("--reference", required=True, help="reference shard set (folder or s3:// prefix), e.g. the test split")
     p.add_argument("--floor", help="another shard set whose real notes are evaluated as if generated (the floor row)")
@@ -46,7 +47,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--n-generate", type=int, default=0, help="generated (and floor) notes (0 = as many as reference notes)")
     p.add_argument("--out", default="runs/eval", help="output folder")
     p.add_argument("--vggish", help="torchvggish-compatible state dict (.pth) for FAD instead of the classifier's features")
-    p.add_argument("--batch", type=int, default=16, help="notes per work item (with --seed, it fixes what is generated)")
+    p.add_argument("--batch-size", type=int, default=16, help="notes per work item (with --seed, it fixes what is generated)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gl-iters", type=int, default=None,
                    help="Griffin-Lim iterations (default: the tokenizer run's audio.griffin_lim.n_iter)")
@@ -60,10 +61,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--wandb-project", default="mars_dist")
     p.add_argument("--wandb-mode", default="offline", choices=("offline", "online"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_sampling_arguments(p)
+    add_sampling_arguments(p, families_for_help(argv))
+    add_speed_arguments(p)
     args = p.parse_args(argv)
-    args.sampling = sampling_settings(p, args)
-    for name in ("batch", "is_splits", "kid_subset_size"):
+    check_sampling_arguments(p, args)
+    for name in ("batch_size", "is_splits", "kid_subset_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
     for name in ("limit", "n_generate", "ndb_k", "kid_subsets", "pngs"):
@@ -79,6 +81,7 @@ def load_sources(args: argparse.Namespace, device):
     from mars_dist.eval.features.classifier import ClassifierFeatures
     from mars_dist.eval.notes import ShardNotes
     from mars_dist.eval.runner.extract import NoteFeatures, Sources
+    from mars_dist.generation.flags import options_for
     from mars_dist.generation.loaders import load_generator, load_tokenizer
     from mars_dist.io.exports import read_export_config
 
@@ -91,7 +94,8 @@ def load_sources(args: argparse.Namespace, device):
     reference = ShardNotes(args.reference, frontend)
     floor = ShardNotes(args.floor, frontend) if args.floor else None
     generators = {GENERATED: load_generator(Path(args.model), tokenizer, device, compile=args.compile,
-                                                 int8=args.int8)} if args.model else {}
+                                            int8=args.int8)} if args.model else {}
+    args.sampling = {name: options_for(gen.family, args) for name, gen in generators.items()}
     vggish = load_vggish_arg(args.vggish).to(device) if args.vggish else None
     exports = {"tokenizer": args.tokenizer, "model": args.model, "classifier": args.classifier}
     described = {}
@@ -150,8 +154,8 @@ def report(args: argparse.Namespace, result, described: Dict[str, Any], sources,
         "floor": {"shards": str(args.floor), "notes": result.sizes["floor"], "audio": sources.floor.reference}
         if sources.floor else None,
         "generation": {"notes": result.sizes.get(GENERATED, 0), "labels": "the reference notes' (pitch, instrument "
-                       "family, source, velocity) in reference order, cycling", "seed": args.seed, "batch": args.batch,
-                       **dataclasses.asdict(args.sampling), "int8": args.int8}
+                       "family, source, velocity) in reference order, cycling", "seed": args.seed,
+                       "batch_size": args.batch_size, **dataclasses.asdict(args.sampling[GENERATED]), "int8": args.int8}
         if sources.generators else None,
         "griffin_lim": {"n_iter": frontend.cfg.griffin_lim.n_iter, "momentum": frontend.cfg.griffin_lim.momentum},
         "fad_embedding": result.fad_embedding,
@@ -191,29 +195,29 @@ def table_notes(body: Dict[str, Any]) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from mars_dist.engine import distributed
-    from mars_dist.engine.device import resolve_device
+    from mars_dist.device import resolve_device
     from mars_dist.eval.runner import output
     from mars_dist.eval.runner.plan import FLOOR, RECONSTRUCTION, REFERENCE
     from mars_dist.eval.runner.run import EvalSettings, evaluate
     from mars_dist.eval.runner.table import markdown_table, row_label
     from mars_dist.io.media import SpectrogramAxes
+    from mars_dist.parallel import process_group
 
     args = parse_args(argv)
-    info = distributed.launcher_info()
+    info = process_group.launcher_info()
     device = resolve_device(args.device, info.local_rank, key="--device")
     started = time.perf_counter()
     sources, features, described = load_sources(args, device)
     n_reference = check_sizes(args, len(sources.reference), len(sources.floor) if sources.floor else None)
-    settings = EvalSettings(n_reference, args.n_generate, args.n_generate, args.batch, args.seed,
+    settings = EvalSettings(n_reference, args.n_generate, args.n_generate, args.batch_size, args.seed,
                             args.sampling, args.pngs,
                             args.ndb_k, args.is_splits, args.kid_subsets, args.kid_subset_size,
                             str(device) if device.type == "cuda" else None, not args.no_progress)
-    distributed.init_distributed(device)
+    process_group.init_distributed(device)
     try:
         result = evaluate(sources, features, settings, info.rank, info.world_size)
     finally:
-        distributed.destroy()
+        process_group.destroy()
     if result is None:
         return 0
     body = report(args, result, described, sources, features.frontend, info.world_size)

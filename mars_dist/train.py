@@ -1,12 +1,14 @@
-"""Train a task (tokenizer, ar, ...) with the backend the run config names.
+"""Train a task (tokenizer, a generator family such as next_scale, classifier) with the backend the
+run config names; when it finishes, the task's model is exported to RUN_DIR/export/ (stages.export).
 
 One process, no launcher (debug backend; the GPU if there is one, else the CPU):
-    python mars_dist/train.py --config configs/tokenizer/tiny.yaml [--resume auto|none|PATH] [key=value ...]
+    mars-train --config configs/tokenizer/tiny.yaml [--resume auto|none|PATH] [key=value ...]
+    python mars_dist/train.py ...   (the same; also python -m mars_dist.train)
 Several processes on one machine (add --nnodes MIN:MAX --rdzv-backend c10d --rdzv-endpoint HOST:PORT
 --max-restarts N for elastic multi-node runs that survive a dead rank):
     torchrun --nproc-per-node 4 -m mars_dist.train --config X.yaml engine.backend=accelerate
-    accelerate launch --config_file configs/accelerate/ddp.yaml mars_dist/train.py --config X.yaml engine.backend=accelerate
-    python -m mars_dist.torchrun ...same arguments as torchrun...   # exits 75 itself when preempted
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml mars_dist/train.py --config X.yaml engine.backend=accelerate
+    mars-torchrun ...same arguments as torchrun...   # exits 75 itself when preempted
 Exit status: 0 finished, 75 preempted (requeue the job; the newest committed checkpoint resumes), 2 a user's
 mistake (one `mars-train: error:` line: a bad key, value or path), 1 anything else (a bug: its traceback).
 """
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 # Only the standard library at import time: the preemption handlers are installed before the
 # seconds of importing torch, DeepSpeed and Accelerate (see main).
-from mars_dist.cli import run_cli
+from mars_dist.cli import make_parser, run_cli
 from mars_dist.engine.preemption import REQUEUE_EXIT_CODE, PreemptionWatcher
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="mars-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("mars-train", __doc__)
     parser.add_argument("--config", required=True, help="run config YAML (configs/...)")
     parser.add_argument("--resume", default=None, help="auto | none | a checkpoint folder (default: checkpoint.resume)")
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # the deepspeed launcher's; LOCAL_RANK is read instead
@@ -87,7 +89,7 @@ def _train(args: argparse.Namespace, preemption: PreemptionWatcher) -> int:
         cursor = read_train_state(resume_from)["cursor"] if resume_from else None
         stream = build_stream(cfg, backend, cursor)
         task = task_class(cfg.task)(cfg, stream.manifest)
-        valid_batch = fixed_validation_batch(cfg, stream.micro_batch) if cfg.train.eval_every > 0 else None
+        valid_batch = fixed_validation_batch(cfg, stream.geometry.micro_batch) if cfg.stages.media.every > 0 else None
         result = Trainer(cfg, backend, task, stream, resume_from=resume_from, valid_batch=valid_batch, preemption=preemption).train()
     finally:
         backend.shutdown()

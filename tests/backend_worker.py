@@ -19,6 +19,7 @@ from torch import nn
 
 from mars_dist.bench.engine import VARIANTS as BENCH_VARIANTS
 from mars_dist.config import load_config
+from mars_dist.data.geometry import BatchGeometry
 from mars_dist.engine.backends import build_backend
 from mars_dist.engine.task import ModelSpec
 
@@ -108,7 +109,7 @@ def run_variant(variant: str, train_steps: int, save: str, resume: str, saved_wo
     if train_steps:
         backend = make_backend(variant)
         result["world_size"] = backend.world_size
-        models = backend.prepare(build_specs(seed=0), micro_batch, grad_accum)
+        models = backend.prepare(build_specs(seed=0), BatchGeometry(GLOBAL_BATCH, world, micro_batch, grad_accum))
         result["norms"] = [train_step(backend, models, step) for step in range(train_steps)]
         result["trained"] = snapshot(backend)
         if save:
@@ -118,7 +119,7 @@ def run_variant(variant: str, train_steps: int, save: str, resume: str, saved_wo
     if resume:
         backend = make_backend(variant)
         result["world_size"] = backend.world_size
-        models = backend.prepare(build_specs(seed=123), micro_batch, grad_accum)
+        models = backend.prepare(build_specs(seed=123), BatchGeometry(GLOBAL_BATCH, world, micro_batch, grad_accum))
         backend.load_checkpoint(Path(resume) / variant, saved_world_size=saved_world_size)
         result["resumed"] = snapshot(backend)
         result["resumed_plus1_norms"] = train_step(backend, models, RESUME_STEP)

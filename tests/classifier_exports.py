@@ -21,5 +21,5 @@ def classifier_export(out_dir: Path, seed: int = 0) -> Path:
 
     cfg = load_config(CLASSIFIER_TINY)
     torch.manual_seed(seed)
-    model = ClassifierTask(cfg, {}).build_model()
+    model = ClassifierTask(cfg, {}).build_models()["classifier"].module
     return write_export(out_dir, model, cfg, "classifier")

@@ -8,27 +8,25 @@ from typing import Sequence
 import torch
 
 from mars_dist.config import load_config
-from mars_dist.tasks.registry import task_class
-from tests.ar_exports import CMX_SHAPE, REPO, ar_export, write_export
+from tests.ar_exports import CMX_SHAPE, REPO, write_export
 
-FAMILIES = ("ar", "next_token", "maskgit")  # task names; the AR's section and model are "ar"
-MODEL_OF = {"ar": "ar", "next_token": "next_token", "maskgit": "maskgit"}
+FAMILIES = ("next_scale", "next_token", "maskgit")  # = task, config folder, section and trained model
 
 
-def tiny_config(task: str, tokenizer_dir: Path, overrides: Sequence[str] = ()):
-    return load_config(REPO / "configs" / task / "tiny.yaml",
-                       [f"{task}.tokenizer_path={tokenizer_dir}", "audio.griffin_lim.n_iter=4", *overrides])
+def tiny_config(family: str, tokenizer_dir: Path, overrides: Sequence[str] = ()):
+    return load_config(REPO / "configs" / family / "tiny.yaml",
+                       [f"{family}.tokenizer_path={tokenizer_dir}", "audio.griffin_lim.n_iter=4", *overrides])
 
 
-def generator_export(out_dir: Path, tokenizer_dir: Path, task: str, seed: int = 0, overrides: Sequence[str] = ()) -> Path:
-    """A tiny model of `task` with random (not zero-gated) weights, so its labels and inputs matter."""
-    if task == "ar" and not overrides:
-        return ar_export(out_dir, tokenizer_dir, seed)
-    cfg = tiny_config(task, tokenizer_dir, overrides)
+def generator_export(out_dir: Path, tokenizer_dir: Path, family: str, seed: int = 0, overrides: Sequence[str] = ()) -> Path:
+    """A tiny model of `family` with random (not zero-gated) weights, so its labels and inputs matter."""
+    from mars_dist.tasks.registry import task_class
+
+    cfg = tiny_config(family, tokenizer_dir, overrides)
     torch.manual_seed(seed)
-    model = task_class(task)(cfg, {"cmx_shape": list(CMX_SHAPE)}).build_models()[MODEL_OF[task]].module
+    model = task_class(family)(cfg, {"cmx_shape": list(CMX_SHAPE)}).build_models()[family].module
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return write_export(out_dir, model, cfg, MODEL_OF[task])
+    return write_export(out_dir, model, cfg, family)

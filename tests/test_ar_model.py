@@ -216,7 +216,7 @@ def test_preset_yaml_matches_the_python_preset(name):
     from mars_dist.config import load_config
     from mars_dist.models.generators.next_scale.config import AR_PRESETS
 
-    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "ar" / f"{name}.yaml")
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "next_scale" / f"{name}.yaml")
     assert cfg.task == "ar"
     assert {k: getattr(cfg.ar, k) for k in ("depth", "width", "heads")} == AR_PRESETS[name]
 

@@ -20,7 +20,7 @@ def test_tokenizer_then_ar_then_sampling(synthetic_nsynth_root, tmp_path):
         assert shard_main(["--nsynth-root", synthetic_nsynth_root, "--split", split, "--out", str(shards[split]),
                            "--shard-size", "16", "--workers", "1"]) == 0
     common = [f"data.train_shards={shards['train']}", f"data.valid_shards={shards['valid']}", "logging.wandb_mode=disabled",
-              "audio.griffin_lim.n_iter=4", "train.eval_every=2"]
+              "audio.griffin_lim.n_iter=4", "stages.media.every=2"]
 
     def train_and_export(config, run_dir, model, *overrides):
         assert train_main(["--config", str(config), "--resume", "none", f"run_dir={run_dir}", *common, *overrides]) == 0

@@ -18,7 +18,7 @@ def exports(tmp_path_factory, tiny_shards):
     tok = tokenizer_export(root / "tokenizer", seed=1)
     return ["--tokenizer", str(tok), "--model", str(ar_export(root / "ar", tok, seed=2)),
             "--classifier", str(classifier_export(root / "classifier", seed=3)), "--reference", tiny_shards["valid"],
-            "--floor", tiny_shards["train"], "--notes", "6", "--batch", "3", "--gl-iters", "2"]
+            "--floor", tiny_shards["train"], "--notes", "6", "--batch-size", "3", "--gl-iters", "2"]
 
 
 @pytest.mark.slow

@@ -79,7 +79,7 @@ def test_train_py_trains_it_export_carries_the_validation_accuracy_it_printed(ti
     run = tmp_path / "run"
     log = _python("mars_dist/train.py", "--config", str(SMALL), f"run_dir={run}", f"data.train_shards={tiny_shards['train']}",
                   f"data.valid_shards={tiny_shards['valid']}", "data.batch_size=16", "train.max_steps=60",
-                  "train.eval_every=30", "checkpoint.every_steps=30", "train.log_every=10", "optim.warmup_steps=5",
+                  "stages.validate.every=30", "checkpoint.every_steps=30", "train.log_every=10", "optim.warmup_steps=5",
                   "engine.device=cpu",
                   "logging.wandb_mode=disabled")
     printed = re.findall(r"step (\d+) \| validation accuracy: pitch ([\d.]+)%, instrument family ([\d.]+)% \((\d+) notes", log)
@@ -118,7 +118,7 @@ def _train_on(variants, shards: dict, root: str) -> bytes:
     for variant in variants:
         cfg = load_config(CLASSIFIER_TINY, [f"run_dir={root}/{variant}", f"data.train_shards={shards['train']}",
                                             f"data.valid_shards={shards['valid']}", "train.max_steps=2",
-                                            "train.eval_every=2", "checkpoint.every_steps=0", *VARIANTS[variant]])
+                                            "stages.validate.every=2", "checkpoint.every_steps=0", *VARIANTS[variant]])
         backend = build_backend(cfg)
         stream = build_stream(cfg, backend, None)
         trainer = Trainer(cfg, backend, ClassifierTask(cfg, stream.manifest), stream,

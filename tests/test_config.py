@@ -1,10 +1,14 @@
 """The config system: YAML onto typed dataclasses, `key=value` overrides, errors that say where and what."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from mars_dist.config import ConfigError, RunConfig, load_config, save_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write(path, data):
@@ -54,9 +58,41 @@ def test_saved_config_loads_back_to_the_same_values(tmp_path):
     assert again.tokenizer.scales == [[1, 2], [2, 4]]
 
 
-@pytest.mark.parametrize("name", ["tokenizer/tiny", "tokenizer/small", "tokenizer/paper", "ar/tiny", "ar/small", "ar/d16"])
-def test_every_shipped_run_config_loads(name):
-    from pathlib import Path
+SHIPPED = sorted(p.relative_to(REPO / "configs").with_suffix("").as_posix()
+                 for p in (REPO / "configs").glob("*/*.yaml") if p.parent.name not in ("accelerate", "deepspeed"))
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
-    assert cfg.task in ("tokenizer", "ar")
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_run_config_loads(name):
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    assert cfg.task == name.split("/")[0]
+
+
+def test_the_old_name_of_the_next_scale_task_and_its_section_still_load(tmp_path):
+    old = write(tmp_path / "old.yaml", {"task": "ar", "ar": {"depth": 3, "width": 96, "heads": 3}})
+    cfg = load_config(old, ["ar.heads=4", "next_scale.width=128"])
+    assert cfg.task == "next_scale" and (cfg.next_scale.depth, cfg.next_scale.width, cfg.next_scale.heads) == (3, 128, 4)
+    both = write(tmp_path / "both.yaml", {"task": "next_scale", "ar": {"depth": 3}, "next_scale": {"depth": 4}})
+    with pytest.raises(ConfigError, match="sets both 'ar' and 'next_scale'"):
+        load_config(both)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.eval_every=5", r"'train.eval_every' was replaced by stages.media.every \(media\) and stages.validate.every"),
+    ("optim.decay=linear", r"optim.decay='linear': expected one of none, cosine"),
+    ("engine.accelerate.strategy=zero", r"engine.accelerate.strategy='zero': expected one of ddp, fsdp"),
+    ("engine.deepspeed.zero_stage=7", r"engine.deepspeed.zero_stage=7: expected 1, 2 or 3"),
+    ("engine.deepspeed.config_file=/no/such.json", r"engine.deepspeed.config_file='/no/such.json': no such file"),
+    ("stages.media.every=-1", r"stages.media.every=-1: expected >= 0"),
+    ("engine.mixed_precision=fp16", r"engine.mixed_precision='fp16': expected auto, no, bf16"),
+])
+def test_settings_are_checked_when_the_config_loads(override, message):
+    """Refused before any process group, extension build or model exists (a ZeRO stage used to be
+    refused only after DeepSpeed had built a CPU op)."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(REPO / "configs" / "tokenizer" / "tiny.yaml", [override])
+
+
+def test_a_cosine_decay_needs_more_steps_than_the_warm_up():
+    with pytest.raises(ConfigError, match=r"optim.decay=cosine needs train.max_steps \(40\) > optim.warmup_steps \(100\)"):
+        load_config(REPO / "configs" / "tokenizer" / "small.yaml", ["train.max_steps=40"])

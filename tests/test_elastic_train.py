@@ -62,7 +62,7 @@ def train_every_backend(root: str, shards: str, max_steps: int) -> Dict[str, Any
     for backend, overrides in BACKENDS.items():
         run_dir = Path(root) / backend
         trainer = build_trainer([f"run_dir={run_dir}", f"data.train_shards={shards}", "task=tests.test_elastic_train:KeyRecordingTokenizerTask",
-                                 "engine.device=cpu", "logging.wandb_mode=disabled", "train.eval_every=0", "train.log_every=2",
+                                 "engine.device=cpu", "logging.wandb_mode=disabled", "stages.media.every=0", "train.log_every=2",
                                  f"data.batch_size={GLOBAL_BATCH}", "checkpoint.every_steps=2", "checkpoint.keep_last=2",
                                  f"train.max_steps={max_steps}", *overrides], resume="auto", config_path=TINY)
         result = trainer.train()

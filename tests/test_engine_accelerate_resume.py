@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 STRATEGIES = ("ddp", "fsdp")
 UNUSED_PHI = "quantizer.phi.phis.1.weight"
 COMMON = ["engine.backend=accelerate", "engine.device=cpu", "engine.deterministic=true", "logging.wandb_mode=disabled",
-          "train.eval_every=0", "train.log_every=1", "data.batch_size=6", "data.micro_batch_size=1", "checkpoint.every_steps=0",
+          "stages.media.every=0", "train.log_every=1", "data.batch_size=6", "data.micro_batch_size=1", "checkpoint.every_steps=0",
           "tokenizer.disc.start_step=3", "tokenizer.dead_code_steps=0", "tokenizer.quant_dropout=0", "tokenizer.pos_init=random"]
 
 

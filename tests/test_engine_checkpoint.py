@@ -10,7 +10,7 @@ from torch import nn
 
 from mars_dist.config import load_config
 from mars_dist.engine.backends import build_backend
-from mars_dist.engine.device import resolve_autocast_dtype
+from mars_dist.device import resolve_autocast_dtype
 from mars_dist.engine.checkpoint import (
     COMMITTED,
     CheckpointError,
@@ -20,6 +20,7 @@ from mars_dist.engine.checkpoint import (
     resolve_resume,
 )
 from mars_dist.engine.metrics import PEAK_BF16_TFLOPS, parse_step_window, peak_tflops_for_name
+from mars_dist.data.geometry import BatchGeometry
 from mars_dist.engine.task import ModelSpec
 
 
@@ -32,7 +33,7 @@ def debug_backend(tmp_path):
                          lr_multiplier=lambda step: 0.5 ** step),
         "frozen": ModelSpec(nn.Linear(2, 2)),
     }
-    models = backend.prepare(specs, micro_batch=2, grad_accum=2)
+    models = backend.prepare(specs, BatchGeometry(4, 1, 2, 2))
     return backend, models
 
 

@@ -49,7 +49,7 @@ def test_nonfinite_loss_stops_with_the_step_when_configured(tiny_shards, tmp_pat
 
 def test_keep_last_n_and_outputs(tiny_shards, tmp_path, capsys):
     result, _, _ = run_toy(tiny_shards, tmp_path, "train.max_steps=5", "checkpoint.every_steps=1",
-                           "checkpoint.keep_last=2", "train.eval_every=2", "train.profile_steps=1-3")
+                           "checkpoint.keep_last=2", "stages.media.every=2", "train.profile_steps=1-3")
     assert [step for step, _ in committed_checkpoints(tmp_path)] == [4, 5]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000004", "step-00000005"]
     assert result.last_checkpoint.name == "step-00000005"

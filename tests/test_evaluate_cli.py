@@ -46,7 +46,7 @@ def valid_with_audio(synthetic_nsynth_root, tmp_path_factory) -> str:
 
 def base_args(exports, reference: str, out: Path, *extra: str):
     return ["--tokenizer", exports["tokenizer"], "--classifier", exports["classifier"], "--reference", reference,
-            "--limit", str(REFERENCE_NOTES), "--batch", "4", "--gl-iters", "2", "--device", "cpu", "--no-progress",
+            "--limit", str(REFERENCE_NOTES), "--batch-size", "4", "--gl-iters", "2", "--device", "cpu", "--no-progress",
             "--out", str(out), *extra]
 
 
@@ -174,7 +174,7 @@ def test_user_errors_are_one_line_naming_the_value(capsys, exports, valid_with_a
     assert "--n-generate 5 without --model" in user_error(capsys, args + ["--n-generate", "5"])
     assert "--kid-subset-size 7 exceeds" in user_error(capsys, args + ["--kid-subsets", "2", "--kid-subset-size", "7"])
     with pytest.raises(SystemExit) as exited:  # argparse's own exit: usage, then the one error line
-        main(args + ["--batch", "0"])
+        main(args + ["--batch-size", "0"])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "mars-evaluate: error: --batch 0: must be >= 1" in err.splitlines(), err
     assert not out.exists(), "a refused evaluation wrote output"

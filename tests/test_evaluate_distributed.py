@@ -44,7 +44,7 @@ def test_metrics_and_features_are_identical_with_1_2_and_3_processes(tiny_shards
         out = tmp_path / f"world{world}"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world),
                "-m", "mars_dist.evaluate", *exports, "--reference", tiny_shards["valid"], "--limit", "6",
-               "--n-generate", "7", "--batch", "2", "--gl-iters", "2", "--device", "cpu", "--no-progress",
+               "--n-generate", "7", "--batch-size", "2", "--gl-iters", "2", "--device", "cpu", "--no-progress",
                "--out", str(out)]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400,
                               env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
@@ -66,7 +66,7 @@ def test_metrics_and_features_are_identical_with_1_2_and_3_processes(tiny_shards
     from mars_dist.evaluate import main
 
     assert run_cli(main, "mars-evaluate", [*exports, "--reference", tiny_shards["valid"], "--limit", "6", "--n-generate",
-                                           "7", "--batch", "2", "--gl-iters", "2", "--device", "cpu", "--no-progress",
+                                           "7", "--batch-size", "2", "--gl-iters", "2", "--device", "cpu", "--no-progress",
                                            "--seed", "1", "--out", str(tmp_path / "seed1")]) == 0
     other = np.load(tmp_path / "seed1" / "features.npz")
     assert not np.array_equal(other["mel_generated"], one_features["mel_generated"])

@@ -94,7 +94,7 @@ def test_log_media_writes_generated_notes(tokenizer_dir, tmp_path, task):
 def _train(task, tokenizer_dir, shards, run_dir, max_steps, resume="none"):
     overrides = [f"{task}.tokenizer_path={tokenizer_dir}", f"run_dir={run_dir}", f"data.train_shards={shards['train']}",
                  f"data.valid_shards={shards['valid']}", "engine.device=cpu", "engine.deterministic=true",
-                 "logging.wandb_mode=disabled", "train.eval_every=0", "checkpoint.every_steps=2",
+                 "logging.wandb_mode=disabled", "stages.media.every=0", "checkpoint.every_steps=2",
                  f"train.max_steps={max_steps}", f"{task}.dropout=0.1"]
     return run_training(overrides, resume, config_path=REPO / "configs" / task / "tiny.yaml")
 
@@ -115,7 +115,7 @@ def test_train_export_sample_and_edit_through_the_entry_points(tokenizer_dir, ti
     assert train_main(["--config", str(REPO / "configs" / task / "tiny.yaml"), "--resume", "none", f"run_dir={run_dir}",
                        f"{task}.tokenizer_path={tokenizer_dir}", f"data.train_shards={tiny_shards['train']}",
                        f"data.valid_shards={tiny_shards['valid']}", "logging.wandb_mode=disabled", "train.max_steps=2",
-                       "train.eval_every=2", "audio.griffin_lim.n_iter=2"]) == 0
+                       "stages.media.every=2", "audio.griffin_lim.n_iter=2"]) == 0
     assert sorted((run_dir).rglob(f"{task}-step*/*.wav")), "log_media wrote no notes during training"
     export = export_checkpoint(newest_if_run_dir(run_dir), None, tmp_path / "export")
     assert json.loads((export / "config.json").read_text())["model"] == task

@@ -136,7 +136,7 @@ def test_sample_int8_writes_notes_and_the_bench_measures_the_change(exports, tin
     assert len(list((tmp_path / "int8").glob("*.wav"))) == 2
     out = tmp_path / "bench.json"
     assert bench_main(["--tokenizer", tok, "--model", ar, "--shards", tiny_shards["valid"], "--limit", "4",
-                       "--pitches", "60", "72", "--per-pitch", "2", "--batch", "4", "--gl-iters", "2",
+                       "--pitches", "60", "72", "--per-pitch", "2", "--batch-size", "4", "--gl-iters", "2",
                        "--json", str(out)]) == 0
     result = __import__("json").loads(out.read_text())
     tf = result["teacher_forced"]

@@ -18,7 +18,7 @@ TINY = {
     "TOK_CONFIG": "configs/tokenizer/tiny.yaml",
     "TOK_STEPS": "2",
     "TOK_EVAL_EVERY": "2",
-    "AR_CONFIG": "configs/ar/tiny.yaml",
+    "AR_CONFIG": "configs/next_scale/tiny.yaml",
     "AR_STEPS": "2",
     "AR_EVAL_EVERY": "2",
     "AR_OVERRIDES": "",

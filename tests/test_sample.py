@@ -69,7 +69,7 @@ def test_round_trip_to_64000_sample_wavs_with_tokenizer_shapes(exports):
 def test_cli_writes_named_wavs_and_pngs_deterministically(exports, tmp_path):
     tok, ar = map(str, exports)
     args = ["--tokenizer", tok, "--model", ar, "--pitch", "60", "72", "--family", "bass", "--cfg", "2.0",
-            "--top-k", "20", "--top-p", "0.9", "--batch", "2", "--device", "cpu"]
+            "--top-k", "20", "--top-p", "0.9", "--batch-size", "2", "--device", "cpu"]
     for run, seed in (("a", "5"), ("b", "5"), ("c", "6")):
         assert main(args + ["--seed", seed, "--out", str(tmp_path / run)]) == 0
     names = sorted(p.name for p in (tmp_path / "a").iterdir())

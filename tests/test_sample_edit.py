@@ -34,7 +34,7 @@ def test_inpaint_writes_every_method_and_the_metrics_of_the_removed_span(setup, 
     out = tmp_path / "edits"
     argv = ["--tokenizer", setup["tok"], "--model", setup["ar"], "--out", str(out), "--edit", "inpaint",
             "--input", *setup["notes"], "--start", "1.5", "--end", "2.5", "--pitch", "57", "--device", "cpu",
-            "--gl-iters", "2", "--batch", "1"]
+            "--gl-iters", "2", "--batch-size", "1"]
     assert sample_main(argv) == 0
     assert "| ar (edited) |" in capsys.readouterr().out
     for i in range(2):

@@ -31,7 +31,7 @@ def test_ar_sh_on_two_cpu_tasks_finishes_with_checkpoints_export_and_per_job_rec
     run_dir = tmp_path / "ar"
     job = slurm_cluster.sbatch(
         "slurm/ar.sh", f"ar.tokenizer_path={tokenizer}", f"data.train_shards={tiny_shards['train']}",
-        f"data.valid_shards={tiny_shards['valid']}", "train.max_steps=2", "checkpoint.every_steps=1", "train.eval_every=0",
+        f"data.valid_shards={tiny_shards['valid']}", "train.max_steps=2", "checkpoint.every_steps=1", "stages.media.every=0",
         "logging.wandb_mode=disabled",
         out_dir=tmp_path, env={"CONFIG": str(AR_TINY), "RUN_DIR": str(run_dir)}, options=TWO_TASKS)
     record = slurm_cluster.wait_ended(job, timeout_s=600)

@@ -25,7 +25,8 @@ from mars_dist.data.order import CursorError, OrderConfig
 from mars_dist.data.sample_reader import ShardFormatError
 from mars_dist.labels import SAMPLE_FIELDS
 from mars_dist.data.shard_cache import CacheConfig
-from mars_dist.data.stream import ElasticStream, resolve_ranks_per_node, split_global_batch
+from mars_dist.data.geometry import BatchGeometry
+from mars_dist.data.stream import ElasticStream, resolve_ranks_per_node
 from tests.fixtures.dist import run_distributed
 
 NUM_NOTES = 33  # G = 6 divides 1, 2 and 3 ranks; 33 = 5 steps x 6 + 3 dropped per epoch
@@ -140,16 +141,17 @@ def test_fewer_samples_than_one_global_batch_is_refused(shards):
     (8, 2, 0, (4, 1)), (8, 2, 2, (2, 2)), (8, 1, 2, (2, 4)), (6, 3, 1, (1, 2)),
 ])
 def test_global_batch_splits_into_micro_batch_and_accumulation(batch, world, micro, expected):
-    assert split_global_batch(batch, world, micro) == expected
+    geometry = BatchGeometry.of(batch, world, micro)
+    assert (geometry.micro_batch, geometry.grad_accum) == expected
 
 
 @pytest.mark.parametrize("batch, world, micro, message", [
-    (8, 3, 0, "data.batch_size=8 is not divisible by world_size=3"),
-    (8, 2, 3, r"data.batch_size=8 is not divisible by world_size=2 x data.micro_batch_size=3 = 6"),
+    (8, 3, 0, "data.batch_size=8 is not divisible by the 3 processes"),
+    (8, 2, 3, r"data.batch_size=8 is not divisible by 2 processes x data.micro_batch_size=3 = 6"),
 ])
 def test_global_batch_that_does_not_divide_is_refused_naming_the_numbers(batch, world, micro, message):
     with pytest.raises(ValueError, match=message):
-        split_global_batch(batch, world, micro)
+        BatchGeometry.of(batch, world, micro)
 
 
 def test_ranks_per_node_come_from_the_launcher_and_must_divide_the_world_size(monkeypatch):

@@ -4,7 +4,7 @@ Two launches of real gloo process groups, each running several variants one afte
   2 processes x micro-batch 1 x accumulation 2: the GAN (configs/tokenizer/tiny.yaml, discriminator
     active from step 0, dead-code restart every 2 unused steps) on accelerate DDP and FSDP2 and on
     DeepSpeed ZeRO-1/2/3; the same GAN without restarts and quantizer dropout (and with random position init) on DDP and ZeRO-2;
-    the AR (configs/ar/tiny.yaml over a tiny exported tokenizer) on DDP, FSDP2 and ZeRO-1/2/3, and
+    the AR (configs/next_scale/tiny.yaml over a tiny exported tokenizer) on DDP, FSDP2 and ZeRO-1/2/3, and
     the next-token AR and MaskGIT (configs/{next_token,maskgit}/tiny.yaml, same tokenizer) on the same five;
   1 process x micro-batch 1 x accumulation 4: the GAN without restarts on DDP and ZeRO-2.
 The global batch (4 synthetic notes per step) is the same everywhere.
@@ -77,7 +77,7 @@ EXACT_BACKENDS = ["ddp", "zero2"]  # 1 x accumulation 4 == 2 x accumulation 2
 # random position init: see "Why the GAN runs ... with random position embeddings" above
 NO_RESTART = ["tokenizer.dead_code_steps=0", "tokenizer.quant_dropout=0", "tokenizer.pos_init=random"]
 COMMON = ["engine.device=cpu", f"data.batch_size={GLOBAL_BATCH}", f"train.max_steps={STEPS}", "checkpoint.every_steps=0",
-          "train.eval_every=0", "train.log_every=1", "logging.wandb_mode=disabled"]
+          "stages.media.every=0", "train.log_every=1", "logging.wandb_mode=disabled"]
 EXTENSIONS_ENV = {
     "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "mars_dist" / "torch_extensions")),
 }

@@ -11,7 +11,7 @@ TINY = Path(__file__).resolve().parents[1] / "configs" / "tokenizer" / "tiny.yam
 def run_tokenizer(shards, run_dir, max_steps, resume="none"):
     overrides = [
         f"run_dir={run_dir}", f"data.train_shards={shards['train']}", f"data.valid_shards={shards['valid']}",
-        "engine.device=cpu", "engine.deterministic=true", "logging.wandb_mode=disabled", "train.eval_every=0",
+        "engine.device=cpu", "engine.deterministic=true", "logging.wandb_mode=disabled", "stages.media.every=0",
         "tokenizer.disc.start_step=1", "checkpoint.every_steps=2", f"train.max_steps={max_steps}",
     ]
     return run_training(overrides, resume, config_path=TINY)

@@ -134,7 +134,7 @@ def toy_overrides(shards: Dict[str, Any], run_dir, *extra: str) -> List[str]:
         "logging.wandb_mode=disabled",
         "optim.lr=0.01",
         "train.log_every=1",
-        "train.eval_every=0",
+        "stages.media.every=0",
         "checkpoint.every_steps=2",
         *extra,
     ]
@@ -148,7 +148,7 @@ def build_trainer(overrides: List[str], resume: str = "none", config_path=None) 
     resume_from = resolve_resume(Path(cfg.run_dir), resume)
     stream = build_stream(cfg, backend, read_train_state(resume_from)["cursor"] if resume_from else None)
     task = task_class(cfg.task)(cfg, stream.manifest)
-    valid = fixed_validation_batch(cfg, stream.micro_batch) if cfg.train.eval_every > 0 else None
+    valid = fixed_validation_batch(cfg, stream.geometry.micro_batch) if cfg.stages.media.every > 0 else None
     return Trainer(cfg, backend, task, stream, resume_from=resume_from, valid_batch=valid)
 
 

@@ -1,6 +1,6 @@
 """Engine benchmark: the distributed backends side by side on the tokenizer's small config.
 
-    python -m mars_dist.bench.engine [--config configs/tokenizer/small.yaml] [--nproc 2] [--steps 3]
+    mars-bench-engine [--config configs/tokenizer/small.yaml] [--nproc 2] [--steps 3]
         [--variants ddp,fsdp,zero1,zero2,zero3] [--work runs/bench-engine] [key=value ...]
 
 For every backend variant, one `torchrun --nproc-per-node NPROC` launch of this module measures
@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List
+
+from mars_dist.cli import make_parser, run_cli
 
 VARIANTS: Dict[str, List[str]] = {
     "ddp": ["engine.backend=accelerate", "engine.accelerate.strategy=ddp"],
@@ -70,7 +72,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from mars_dist.audio.frontend import AudioFrontend
     from mars_dist.config import load_config
-    from mars_dist.data.stream import split_global_batch
+    from mars_dist.data.geometry import BatchGeometry
     from mars_dist.engine.backends import build_backend
     from mars_dist.engine.task import trained_names
     from mars_dist.tasks.registry import task_class
@@ -79,11 +81,12 @@ def worker(args: argparse.Namespace) -> None:
     backend = build_backend(cfg)
     frontend = AudioFrontend(cfg.audio)
     task = task_class(cfg.task)(cfg, {"cmx_shape": frontend.cmx_shape, "audio": frontend.describe()})
-    micro_batch, grad_accum = split_global_batch(cfg.data.batch_size, backend.world_size, cfg.data.micro_batch_size)
+    geometry = BatchGeometry.of(cfg.data.batch_size, backend.world_size, cfg.data.micro_batch_size)
+    micro_batch, grad_accum = geometry.micro_batch, geometry.grad_accum
     specs = task.build_models()
     trained = trained_names(specs)
     params_m = {name: sum(p.numel() for p in specs[name].module.parameters()) / 1e6 for name in trained}  # before sharding
-    models = backend.prepare(specs, micro_batch, grad_accum)
+    models = backend.prepare(specs, geometry)
     ckpt = Path(args.ckpt)
     result: Dict[str, Any] = {"variant": args.variant, "world_size": backend.world_size, "micro_batch": micro_batch, "grad_accum": grad_accum}
 
@@ -152,8 +155,8 @@ def _row(variant: str, r: Dict[str, Any]) -> str:
             f"{t['save_s']:7.2f} {save_mbs:8.1f} {t['load_s']:7.2f} {load_mbs:8.1f} {plain_mbs:9.1f} {save_mbs / plain_mbs:7.2f}   {resumes}")
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    parser = make_parser("mars-bench-engine", __doc__)
     parser.add_argument("--config", default="configs/tokenizer/small.yaml")
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
@@ -168,11 +171,16 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.worker:
         worker(args)
-        return
+        return 0
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
-        raise SystemExit(f"--variants: unknown {unknown}; expected some of {', '.join(VARIANTS)}")
+        parser.error(f"--variants {args.variants}: unknown {', '.join(unknown)}; expected some of {', '.join(VARIANTS)}")
+    if args.nproc < 1 or args.steps < 1:
+        parser.error(f"--nproc {args.nproc}, --steps {args.steps}: both must be >= 1")
+    from mars_dist.config import load_config
+
+    load_config(args.config, args.overrides)  # a bad config or override is one error line here, not in every worker
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -194,7 +202,13 @@ def main(argv=None) -> None:
           f"{'load s':>7} {'load MB/s':>8} {'plain MB/s':>9} {'vs plain':>7}   resume")
     for variant, entry in results.items():
         print(_row(variant, entry))
+    return 0
+
+
+def entry() -> None:
+    """The console script `mars-bench-engine` (and `python -m`): user errors as one line, exit status 2."""
+    sys.exit(run_cli(main, "mars-bench-engine"))
 
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -35,11 +35,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from mars_dist.cli import run_cli
+from mars_dist.cli import make_parser, run_cli
 from mars_dist.eval.metrics import compute_metrics
 from mars_dist.eval.runner.plan import RECONSTRUCTION, REFERENCE
 from mars_dist.eval.runner.table import metric_inputs, metric_options, metrics_for
-from mars_dist.generation.generator import Generator, SamplingSettings
+from mars_dist.generation.flags import add_sampling_arguments, check_sampling_arguments, shared_options
+from mars_dist.generation.generator import Generator
+from mars_dist.models.generators.family import known_families
+from mars_dist.models.generators.options import SamplingOptions
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("read reference", "reconstruct + Griffin-Lim", "generate + Griffin-Lim", "classifier", "mel + NDB",
@@ -53,7 +56,9 @@ SHAPES = {"pitch_logits": (128,), "instrument_logits": (11,), "mel": (80, 251), 
 class RandomTokens(Generator):
     """Uniformly random codes at every scale, whatever the labels: decodes to noise."""
 
-    def tokens(self, labels, batch: int, settings: SamplingSettings, generator) -> List[torch.Tensor]:
+    name = "random tokens"
+
+    def tokens(self, labels, batch: int, options: SamplingOptions, generator) -> List[torch.Tensor]:
         q = self.tokenizer.quantizer
         return [torch.randint(0, q.codebook_size, (batch, h, w), generator=generator, device=self.device)
                 for h, w in q.scales]
@@ -67,13 +72,16 @@ class RepeatedNote(Generator):
         with torch.no_grad():
             self.idx_list = self.tokenizer.encode(note_cmx_CHW[None].to(self.device))
 
-    def tokens(self, labels, batch: int, settings: SamplingSettings, generator) -> List[torch.Tensor]:
+    name = "one repeated note"
+
+    def tokens(self, labels, batch: int, options: SamplingOptions, generator) -> List[torch.Tensor]:
         return [idx.expand(batch, *idx.shape[1:]).clone() for idx in self.idx_list]
 
 
 # --------------------------------------------------------------------------- inputs
 def load(args, device: torch.device, floor: Optional[str] = None):
-    """Sources + NoteFeatures for the given exports (through the evaluate CLI's loader)."""
+    """(Sources, NoteFeatures, {generated set: its options}) for the given exports (through the
+    evaluate CLI's loader)."""
     from mars_dist.evaluate import load_sources, parse_args as evaluate_args
 
     argv = ["--tokenizer", args.tokenizer, "--classifier", args.classifier, "--reference", args.reference,
@@ -81,7 +89,8 @@ def load(args, device: torch.device, floor: Optional[str] = None):
     argv += ["--model", args.model] if args.model else []
     argv += ["--floor", floor] if floor else []
     sources, features, _ = load_sources(evaluate_args(argv), device)
-    return sources, features
+    options = {name: shared_options(gen.family, args) for name, gen in sources.generators.items()}
+    return sources, features, options
 
 
 def _timed(fn, notes: int) -> float:
@@ -91,26 +100,25 @@ def _timed(fn, notes: int) -> float:
 
 
 def run_extract(args, device: torch.device) -> Dict[str, float]:
-    """notes/s of one process per stage, on the first --notes reference notes in batches of --batch."""
+    """notes/s of one process per stage, on the first --notes reference notes in batches of --batch-size."""
     from mars_dist.eval.features.spectral import mel_features, ndb_features
     from mars_dist.eval.features.vggish import VGGish
     from mars_dist.eval.notes import reconstruct
     from mars_dist.eval.runner.extract import process_item
     from mars_dist.eval.runner.plan import batch_generator, label_sets, plan_items
 
-    sources, features = load(args, device)
-    sampling = SamplingSettings(args.cfg, 0, args.top_p, 1.0)
+    sources, features, sampling = load(args, device)
     n = min(args.notes, len(sources.reference))
-    batches = [range(s, min(s + args.batch, n)) for s in range(0, n, args.batch)]
+    batches = [range(s, min(s + args.batch_size, n)) for s in range(0, n, args.batch_size)]
     notes = [sources.reference.read(b) for b in batches]
     rates = {"read reference": _timed(lambda: [sources.reference.read(b) for b in batches], n)}
     rec = []
     rates["reconstruct + Griffin-Lim"] = _timed(lambda: rec.extend(
-        reconstruct(sources.tokenizer, features.frontend, x.cmx_NCHW, args.batch) for x in notes), n)
+        reconstruct(sources.tokenizer, features.frontend, x.cmx_NCHW, args.batch_size) for x in notes), n)
     if sources.generators:
-        gen = next(iter(sources.generators.values()))
+        name, gen = next(iter(sources.generators.items()))
         rates["generate + Griffin-Lim"] = _timed(lambda: [next(gen.generate(
-            label_sets(x.labels), sampling, batch_generator(0, i, device), len(x.keys))) for i, x in enumerate(notes)], n)
+            label_sets(x.labels), sampling[name], batch_generator(0, i, device), len(x.keys))) for i, x in enumerate(notes)], n)
     waves = [x.wave_NT for x in notes]
     rates["classifier"] = _timed(lambda: [features.classifier(w) for w in waves], n)
     rates["mel + NDB"] = _timed(lambda: [(mel_features(w), ndb_features(w, features.frontend)) for w in waves], n)
@@ -120,7 +128,7 @@ def run_extract(args, device: torch.device) -> Dict[str, float]:
     # Measured, not summed from the stages: what the runner does per work item (process_item), for the
     # reference notes (read + reconstruction) and as many generated notes, all features included.
     features.vggish = vggish
-    items = plan_items({REFERENCE: n, **{name: n for name in sources.generators}}, args.batch)
+    items = plan_items({REFERENCE: n, **{name: n for name in sources.generators}}, args.batch_size)
     rates[PER_NOTE] = _timed(lambda: [process_item(i, sources, features, sampling, 0, n) for i in items], n)
     return rates
 
@@ -160,7 +168,7 @@ def run_scaling(args, worlds: Sequence[int]) -> Dict[str, Dict[str, float]]:
         for world in worlds:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world),
                    "-m", "mars_dist.evaluate", "--tokenizer", args.tokenizer, "--classifier", args.classifier,
-                   "--reference", args.reference, "--limit", str(args.notes), "--batch", str(args.batch),
+                   "--reference", args.reference, "--limit", str(args.notes), "--batch-size", str(args.batch_size),
                    "--gl-iters", str(args.gl_iters), "--device", args.device, "--no-progress",
                    "--out", str(Path(tmp) / str(world))] + (["--model", args.model] if args.model else [])
             started = time.perf_counter()
@@ -183,13 +191,14 @@ def run_sanity(args, device: torch.device) -> Dict[str, Any]:
     from mars_dist.eval.runner.run import EvalSettings, evaluate
     from mars_dist.eval.runner.table import cells, markdown_table, row_label
 
-    sources, features = load(args, device, args.floor)
+    sources, features, sampling = load(args, device, args.floor)
     n = min(args.notes, len(sources.reference))
     tokenizer, frontend = sources.tokenizer, features.frontend
-    sources.generators["noise (random tokens)"] = RandomTokens(tokenizer, frontend, device)
-    sources.generators["one repeated note"] = RepeatedNote(sources.reference.read([0]).cmx_NCHW[0], tokenizer,
-                                                            frontend, device)
-    result = evaluate(sources, features, EvalSettings(n, n, n, args.batch, 0, SamplingSettings(args.cfg, 0, args.top_p)))
+    for bad in (RandomTokens(tokenizer, frontend, device),
+                RepeatedNote(sources.reference.read([0]).cmx_NCHW[0], tokenizer, frontend, device)):
+        sources.generators[bad.name] = bad
+        sampling[bad.name] = bad.options()
+    result = evaluate(sources, features, EvalSettings(n, n, n, args.batch_size, 0, sampling))
     table_cells = {name: cells(r) for name, r in result.results.items()}
     rows = [(row_label(name), args.floor if name == "floor" else args.reference, k, table_cells[name])
             for name, k in result.sizes.items()]
@@ -203,46 +212,45 @@ def markdown(rows: List[List[str]], header: List[str]) -> str:
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mars-bench-eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser("mars-bench-eval", __doc__)
     p.add_argument("--run", default="runs/quickstart", help="quickstart folder the default exports and shards come from")
     p.add_argument("--tokenizer"), p.add_argument("--model"), p.add_argument("--classifier")
     p.add_argument("--reference"), p.add_argument("--floor")
     p.add_argument("--parts", nargs="+", default=["extract", "metrics", "scaling"], choices=("extract", "metrics", "scaling"))
     p.add_argument("--sanity", action="store_true", help="the sanity table instead of the speed parts")
     p.add_argument("--notes", type=int, default=32, help="reference notes for extract, scaling and sanity")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="notes per work item")
     p.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000], help="notes per set for the metric timings")
     p.add_argument("--worlds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--gl-iters", type=int, default=32)
-    p.add_argument("--cfg", type=float, default=3.0)
-    p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--no-vggish", action="store_true")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads per process, here and in each torchrun worker (notes/s are per process)")
     p.add_argument("--out", default="runs/bench-eval")
+    add_sampling_arguments(p, known_families())
     args = p.parse_args(argv)
+    check_sampling_arguments(p, args)
     run = Path(args.run)
     args.tokenizer = args.tokenizer or str(run / "tokenizer" / "export")
-    args.model = args.model or str(run / "ar" / "export")
+    args.model = args.model or str(run / "next_scale" / "export")
     args.classifier = args.classifier or str(run / "classifier" / "export")
     args.reference = args.reference or str(run / "shards" / "valid")
     args.floor = args.floor or str(run / "shards" / "train")
-    if args.notes < 4 or args.batch < 1 or min(args.sizes) < 4 or min(args.worlds) < 1 or args.threads < 1:
-        p.error(f"--notes {args.notes} and --sizes {args.sizes} must be >= 4, --batch {args.batch}, --worlds "
+    if args.notes < 4 or args.batch_size < 1 or min(args.sizes) < 4 or min(args.worlds) < 1 or args.threads < 1:
+        p.error(f"--notes {args.notes} and --sizes {args.sizes} must be >= 4, --batch-size {args.batch_size}, --worlds "
                 f"{args.worlds} and --threads {args.threads} >= 1")
     return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from mars_dist.engine.device import resolve_device
+    from mars_dist.device import resolve_device
     from mars_dist.io.atomic import atomic_write_text
 
     args = parse_args(argv)
     device = resolve_device(args.device, 0, key="--device")
     torch.set_num_threads(args.threads)
-    results: Dict[str, Any] = {"threads": torch.get_num_threads(), "notes": args.notes, "batch": args.batch}
+    results: Dict[str, Any] = {"threads": torch.get_num_threads(), "notes": args.notes, "batch_size": args.batch_size}
     if args.sanity:
         results["sanity"] = run_sanity(args, device)
         print(results["sanity"]["table"])
@@ -250,7 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "extract" in args.parts:
             results["extract_notes_per_s"] = rates = run_extract(args, device)
             print(f"\nfeature extraction, one process ({torch.get_num_threads()} threads, {args.notes} notes, batch "
-                  f"{args.batch}, Griffin-Lim {args.gl_iters} iterations)")
+                  f"{args.batch_size}, Griffin-Lim {args.gl_iters} iterations)")
             print(markdown([[k, f"{v:.2f}", f"{1 / v:.3f}"] for k, v in rates.items()], ["stage", "notes/s", "s/note"]))
         if "metrics" in args.parts:
             results["metric_seconds"] = times = run_metrics(args.sizes)
@@ -274,5 +282,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script `mars-bench-eval` (and `python -m`): user errors as one line, exit status 2."""
     sys.exit(run_cli(main, "mars-bench-eval"))
+
+
+if __name__ == "__main__":
+    entry()

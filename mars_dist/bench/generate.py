@@ -4,19 +4,20 @@ Speed (default): seconds per generated 4 s note, split into AR sampling (with CF
 branches), tokenizer decode and Griffin-Lim, and the real-time factor (seconds of compute per
 second of audio; < 1 is faster than real time), for each size preset and batch size, side by side:
 
-    python -m mars_dist.bench.generate [--presets tiny small d12 d16] [--batches 1 16] [--dtypes fp32 bf16]
-        [--modes eager compiled int8]
+    mars-bench-generate [--presets tiny small d12 d16] [--batches 1 16] [--dtypes fp32 bf16]
+        [--modes eager compiled int8] [--family next_scale] [sampling flags]
 
 Weights are random: the time per note does not depend on them (sampling sorts the whole
 vocabulary for top-p whatever the distribution). Tokenizer per preset: tiny and small use
 configs/tokenizer/{tiny,small}.yaml, d12..d24 the paper's (configs/tokenizer/paper.yaml).
 
-Comparison (docs/generators.md): the three families on the same tokenizer at matched parameter
-counts (the same preset), measured side by side in one run: sequential forward passes per note,
-seconds per note at each batch size, notes/s and RTF; then how the token stage of each family
-grows with the finest map (16 x 16 vs 32 x 32 tokens):
+Comparison (docs/generators.md): the generator families (every known one by default: the built-in
+three, and those named in MARS_DIST_FAMILIES) on the same tokenizer at matched sizes (the same
+preset), measured side by side in one run: sequential forward passes per note, seconds per note at
+each batch size, notes/s and RTF; then how the token stage of each family grows with the finest map
+(16 x 16 vs 32 x 32 tokens):
 
-    python -m mars_dist.bench.generate --compare [--presets small] [--families next_scale next_token maskgit]
+    mars-bench-generate --compare [--presets small] [--families next_scale next_token maskgit pkg.mod:NAME]
         [--map-sizes 16 32] [--map-preset tiny]
 
 Attention (on a GPU): which fused SDPA kernels accept the training block-causal mask, and their
@@ -27,9 +28,9 @@ the small model of each family, all through the real trainer for a bounded numbe
 notes generated for requested pitches; reports how often the f0 of a generated note lies within a
 semitone of the requested pitch (and the same for the tokenizer's reconstructions of real notes,
 the ceiling, and for unconditional samples, the floor), the zero-shot editing table of each family
-against the baselines and, with --evaluate, the evaluation's table (python -m mars_dist.evaluate):
+against the baselines and, with --evaluate, the evaluation's table (mars-evaluate):
 
-    python -m mars_dist.bench.generate --learn --work runs/learn-check [--tok-steps 600 --ar-steps 600]
+    mars-bench-generate --learn --work runs/learn-check [--tok-steps 600 --ar-steps 600]
         [--families next_scale next_token maskgit] [--edit-notes 16] [--evaluate]
 """
 from __future__ import annotations
@@ -46,12 +47,15 @@ import torch
 
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
-from mars_dist.bench.families import FAMILIES, TOKENIZER_OF_PRESET, build_generator, tokenizer_config, tokenizer_config_for
-from mars_dist.engine.device import resolve_device
-from mars_dist.generation.generator import Generator, SamplingSettings
+from mars_dist.bench.generators import TOKENIZER_OF_PRESET, random_generator, tokenizer_config, tokenizer_config_for
+from mars_dist.cli import make_parser, run_cli
+from mars_dist.device import resolve_device
+from mars_dist.generation.flags import add_sampling_arguments, check_sampling_arguments, shared_options
+from mars_dist.generation.generator import FamilyGenerator
 from mars_dist.generation.notes import labels_to_tensors
-from mars_dist.models.generators.maskgit.config import MaskGITConfig
-from mars_dist.models.generators.next_scale.config import AR_PRESETS, ar_preset, preset
+from mars_dist.models.generators.family import GeneratorFamily, TokenGeometry, family, known_families
+from mars_dist.models.generators.options import SamplingOptions
+from mars_dist.models.generators.presets import TRUNK_PRESETS
 from mars_dist.models.tokenizer.model import SpectrogramTokenizer
 from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
 
@@ -71,13 +75,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_batch(gen: Generator, batch: int, settings: SamplingSettings, seed: int) -> Dict[str, object]:
+def time_batch(gen: FamilyGenerator, batch: int, options: SamplingOptions, seed: int) -> Dict[str, object]:
     """Seconds for one batch, per stage ("ar", "decode", "griffin_lim"), and the tokens drawn ("tokens")."""
     g = torch.Generator(gen.device).manual_seed(seed)
     labels = labels_to_tensors([{"pitch": 48 + i % 36, "instrument_family": i % 11} for i in range(batch)], gen.device)
     times = {}
     t0 = time.perf_counter()
-    idx_list = gen.tokens(labels, batch, settings, g)
+    idx_list = gen.tokens(labels, batch, options, g)
     _sync(gen.device)
     t1 = time.perf_counter()
     cmx = gen.spectrogram(idx_list)
@@ -97,14 +101,16 @@ def run_compare(args) -> Dict[str, List[Dict[str, object]]]:
     device = resolve_device(args.device, 0, key="--device")
     audio_cfg = AudioConfig()
     audio_cfg.griffin_lim.n_iter = args.gl_iters
-    settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p)
     # One dtype for the whole comparison: the last of --dtypes, else bf16 on a GPU and fp32 on a CPU
     # (there bf16 made the next-token AR's one-token steps several times slower, the others ~2x).
     dtype_name = args.dtypes[-1] if args.dtypes else ("bf16" if device.type == "cuda" else "fp32")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    families = [family(name) for name in args.families]
+    options = {spec.key: shared_options(spec, args) for spec in families}
+    shared = options[families[0].key]
     print(f"device {device}, torch threads {torch.get_num_threads()}, {dtype_name}, Griffin-Lim {args.gl_iters} "
-          f"iterations, cfg {args.cfg} (two branches), top-p {args.top_p}, MaskGIT {MaskGITConfig.iterations} "
-          f"iterations; seconds per 4 s note (fastest of {args.repeats})", flush=True)
+          f"iterations, cfg {shared.cfg_scale} (two branches), top-p {shared.top_p}, each family's own options at their "
+          f"defaults unless given; seconds per 4 s note (fastest of {args.repeats})", flush=True)
     header = (f"{'preset':>6} {'family':>10} {'params':>8} {'passes':>6} {'GFLOP':>7} {'batch':>5} | {'tokens':>7} "
               f"{'decode':>7} {'GL':>6} {'total':>7} | {'notes/s':>7} {'RTF':>6}")
     print(header + "\n" + "-" * len(header))
@@ -112,29 +118,30 @@ def run_compare(args) -> Dict[str, List[Dict[str, object]]]:
     for preset_name in args.presets:
         torch.manual_seed(0)
         tokenizer = SpectrogramTokenizer(tokenizer_config_for(preset_name), AudioFrontend(audio_cfg).cmx_shape)
-        gens = {f: build_generator(preset_name, audio_cfg, dtype, device, f, tokenizer) for f in args.families}
-        for gen in gens.values():
-            time_batch(gen, 1, settings, seed=0)  # warm-up
+        gens = {spec.key: random_generator(spec, preset_name, audio_cfg, dtype, device, tokenizer) for spec in families}
+        for name, gen in gens.items():
+            time_batch(gen, 1, options[name], seed=0)  # warm-up
         for batch in args.batches:
-            for family, gen in gens.items():
-                runs = [time_batch(gen, batch, settings, seed=r) for r in range(args.repeats)]
+            for name, gen in gens.items():
+                runs = [time_batch(gen, batch, options[name], seed=r) for r in range(args.repeats)]
                 per_note = {k: min(r[k] for r in runs) / batch for k in ("ar", "decode", "griffin_lim")}
                 total = sum(per_note.values())
-                row = {"preset": preset_name, "family": family, "params": sum(p.numel() for p in gen.model.parameters()),
-                       "sequential_passes": gen.sequential_steps(settings), "batch": batch,
-                       "gflop_per_note": gen.model.flops_per_sample(training=False) / 1e9,
+                row = {"preset": preset_name, "family": name, "params": sum(p.numel() for p in gen.model.parameters()),
+                       "sequential_passes": gen.sequential_steps(options[name]), "batch": batch,
+                       "gflop_per_note": gen.family.flops_per_sample(gen.model, training=False) / 1e9,
                        **{f"{k}_s_per_note": v for k, v in per_note.items()}, "total_s_per_note": total,
                        "notes_per_s": 1.0 / total, "real_time_factor": total / NOTE_SECONDS}
                 rows.append(row)
-                print(f"{preset_name:>6} {family:>10} {row['params'] / 1e6:>7.1f}M {row['sequential_passes']:>6} "
+                print(f"{preset_name:>6} {name[-10:]:>10} {row['params'] / 1e6:>7.1f}M {row['sequential_passes']:>6} "
                       f"{row['gflop_per_note']:>7.1f} {batch:>5} | {per_note['ar']:>7.3f} {per_note['decode']:>7.3f} "
                       f"{per_note['griffin_lim']:>6.3f} {total:>7.3f} | {1.0 / total:>7.2f} {total / NOTE_SECONDS:>6.3f}",
                       flush=True)
         del gens, tokenizer
-    return {"families": rows, "map_sizes": run_map_sizes(args, device, dtype, settings) if args.map_sizes else []}
+    return {"families": rows, "map_sizes": run_map_sizes(args, device, dtype, families, options) if args.map_sizes else []}
 
 
-def run_map_sizes(args, device: torch.device, dtype: torch.dtype, settings: SamplingSettings) -> List[Dict[str, object]]:
+def run_map_sizes(args, device: torch.device, dtype: torch.dtype, families: List[GeneratorFamily],
+                  options: Dict[str, SamplingOptions]) -> List[Dict[str, object]]:
     """Seconds of the token stage alone (batch 1) per family for finest maps of each --map-sizes,
     and each family's time over the next-scale AR's: the sequential passes grow as the token count
     for next-token, as the scale count for next-scale, and stay at the iteration count for MaskGIT."""
@@ -148,13 +155,11 @@ def run_map_sizes(args, device: torch.device, dtype: torch.dtype, settings: Samp
         quantizer = MultiScaleQuantizer(tok.codebook_size, tok.codebook_dim, scales).eval().to(device)
         labels = labels_to_tensors([{"pitch": 60, "instrument_family": 3}], device)
         seconds = {}
-        for family in args.families:
-            model_class, config_class, _, _ = FAMILIES[family]
-            model = model_class.for_quantizer(preset(config_class, args.map_preset), quantizer).to(device, dtype).eval()
+        for spec in families:
+            model = spec.build(spec.preset(args.map_preset), TokenGeometry.of(quantizer)).to(device, dtype).eval()
 
             def run(seed: int) -> None:
-                model.generate(quantizer, labels, 1, cfg_scale=settings.cfg_scale, top_p=settings.top_p,
-                               generator=torch.Generator(device).manual_seed(seed))
+                spec.sample(model, quantizer, labels, 1, options[spec.key], torch.Generator(device).manual_seed(seed))
 
             if size == args.map_sizes[0]:
                 run(0)  # warm-up (allocator, kernels), once per family: a run at the larger map is minutes on a CPU
@@ -164,13 +169,13 @@ def run_map_sizes(args, device: torch.device, dtype: torch.dtype, settings: Samp
                 run(r)
                 _sync(device)
                 times.append(time.perf_counter() - t0)
-            seconds[family] = min(times)
-            rows.append({"finest_map": size, "tokens": sum(s * s for s in MAP_SCHEDULES[size]), "family": family,
-                         "sequential_passes": model.sequential_steps(), "seconds": seconds[family]})
-        for row in rows[-len(args.families):]:
+            seconds[spec.key] = min(times)
+            rows.append({"finest_map": size, "tokens": sum(s * s for s in MAP_SCHEDULES[size]), "family": spec.key,
+                         "sequential_passes": spec.sequential_steps(model, options[spec.key]), "seconds": seconds[spec.key]})
+        for row in rows[-len(families):]:
             row["ratio_to_next_scale"] = row["seconds"] / seconds["next_scale"] if "next_scale" in seconds else None
             ratio = f"{row['ratio_to_next_scale']:.1f}" if row["ratio_to_next_scale"] is not None else "-"
-            print(f"{size:>3}^2 {row['tokens']:>6} {row['family']:>10} {row['sequential_passes']:>6} "
+            print(f"{size:>3}^2 {row['tokens']:>6} {str(row['family'])[-10:]:>10} {row['sequential_passes']:>6} "
                   f"{row['seconds']:>8.3f} {ratio:>12}", flush=True)
     return rows
 
@@ -186,11 +191,12 @@ def run_speed(args) -> List[Dict[str, object]]:
     device = resolve_device(args.device, 0, key="--device")
     audio_cfg = AudioConfig()
     audio_cfg.griffin_lim.n_iter = args.gl_iters
-    settings = SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p)
+    spec = family(args.family)
+    options = shared_options(spec, args)
     modes = sorted(set(args.modes), key=MODES.index)
     rows = []
     print(f"device {device}, torch threads {torch.get_num_threads()}, Griffin-Lim {args.gl_iters} iterations, "
-          f"cfg {args.cfg} (two AR branches), top-p {args.top_p}; seconds per 4 s note (fastest of {args.repeats}, "
+          f"{spec.key}, cfg {options.cfg_scale} (two branches), top-p {options.top_p}; seconds per 4 s note (fastest of {args.repeats}, "
           f"the modes interleaved)", flush=True)
     header = (f"{'preset':>6} {'AR params':>10} {'dtype':>5} {'mode':>8} {'batch':>5} | {'AR':>7} {'decode':>7} {'GL':>7} "
               f"{'total':>7} | {'RTF':>6} {'x eager':>7} | {'same tokens':>11}")
@@ -200,7 +206,7 @@ def run_speed(args) -> List[Dict[str, object]]:
         for dtype_name in args.dtypes:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
             torch.manual_seed(0)
-            plain = build_generator(preset, audio_cfg, dtype, device)
+            plain = random_generator(spec, preset, audio_cfg, dtype, device)
             params = sum(p.numel() for p in plain.model.parameters())
             gens = {mode: plain for mode in modes if mode != "int8"}
             if "int8" in modes:
@@ -209,7 +215,7 @@ def run_speed(args) -> List[Dict[str, object]]:
             def run(mode: str, batch: int, seed: int) -> Dict[str, object]:
                 if mode != "int8":
                     plain.model.compile_stages(mode == "compiled")
-                return time_batch(gens[mode], batch, settings, seed)
+                return time_batch(gens[mode], batch, options, seed)
 
             first_call = {}
             for mode in modes:
@@ -258,7 +264,7 @@ def run_attention(args) -> None:
     if not torch.cuda.is_available():
         print("--attention needs a CUDA device: on the CPU SDPA has one fused kernel and no fallback choice to check")
         return
-    cfg = ar_preset(args.presets[-1])
+    cfg = family("next_scale").preset(args.presets[-1])
     scales = tokenizer_config_for(args.presets[-1]).scales
     mask = block_causal_mask([tuple(s) for s in scales]).cuda()
     L, H, c, B = mask.shape[0], cfg.heads, cfg.width // cfg.heads, args.attention_batch
@@ -281,8 +287,8 @@ def run_attention(args) -> None:
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mars_dist.bench.generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", nargs="+", default=None, choices=list(AR_PRESETS),
+    p = make_parser("mars-bench-generate", __doc__)
+    p.add_argument("--presets", nargs="+", default=None, choices=list(TRUNK_PRESETS),
                    help="size presets (default: tiny small d12 d16; with --compare: small, so it ends in minutes "
                         "on a CPU: the next-token AR needs 655 sequential passes per note)")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
@@ -290,20 +296,20 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="default: fp32 bf16; with --compare one dtype, bf16 on a GPU and fp32 on a CPU")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per setting (the fastest counts)")
     p.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
-                   help="speed table: the plain model, its torch.compile'd stages (Generator.compile) and/or its "
-                        "int8 matmuls (Generator.int8, CPU)")
+                   help="speed table: the plain model, its torch.compile'd stages (FamilyGenerator.compile) and/or its "
+                        "int8 matmuls (FamilyGenerator.int8, CPU)")
+    p.add_argument("--family", default="next_scale", help="speed table: the generator family timed")
     p.add_argument("--gl-iters", type=int, default=32)
-    p.add_argument("--cfg", type=float, default=3.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--compare", action="store_true", help="the generator families side by side at matched sizes")
-    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    p.add_argument("--families", nargs="+", default=None,
+                   help="--compare: the families (default: every known one; a family defined elsewhere as "
+                        "package.module:NAME)")
     p.add_argument("--map-sizes", nargs="*", type=int, default=[16, 32], choices=sorted(MAP_SCHEDULES),
                    help="--compare: finest token maps for the token-stage scaling (none: skip it)")
-    p.add_argument("--map-preset", default="tiny", choices=list(AR_PRESETS),
+    p.add_argument("--map-preset", default="tiny", choices=list(TRUNK_PRESETS),
                    help="--compare: preset of the scaling runs (tiny: the 32 x 32 map has 2,240 tokens, which at "
                         "the small preset take the next-token AR and MaskGIT minutes each on a CPU)")
     p.add_argument("--attention", action="store_true", help="GPU: SDPA kernels vs the block-causal mask")
@@ -313,18 +319,24 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--train-notes", type=int, default=512)
     p.add_argument("--valid-notes", type=int, default=64)
     p.add_argument("--tok-steps", type=int, default=600)
-    p.add_argument("--ar-steps", type=int, default=600)
+    p.add_argument("--ar-steps", type=int, default=600, help="--learn: training steps of each generator family")
     p.add_argument("--pitches", nargs="+", type=int, default=[36, 43, 48, 55, 60, 67, 72, 79, 84])
     p.add_argument("--per-pitch", type=int, default=4)
     p.add_argument("--edit-notes", type=int, default=16, help="--learn: validation notes in the editing table (0 = skip)")
-    p.add_argument("--evaluate", action="store_true", help="--learn: also train the classifier and run mars_dist.evaluate")
+    p.add_argument("--evaluate", action="store_true", help="--learn: also train the classifier and run mars-evaluate")
     p.add_argument("--classifier-steps", type=int, default=300)
     p.add_argument("--eval-generate", type=int, default=64, help="--learn --evaluate: generated notes per family")
+    add_sampling_arguments(p, known_families())
     args = p.parse_args(argv)
+    check_sampling_arguments(p, args)
     if args.presets is None:
         args.presets = COMPARE_PRESETS if args.compare else SPEED_PRESETS
     if args.dtypes is None and not args.compare:
         args.dtypes = ["fp32", "bf16"]
+    if args.families is None:
+        args.families = [spec.key for spec in known_families()] if args.compare else ["next_scale", "next_token", "maskgit"]
+    for name in args.families + [args.family]:
+        family(name)  # an unknown family is one error line, before any work
     return args
 
 
@@ -349,5 +361,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The console script `mars-bench-generate` (and `python -m`): user errors as one line, exit status 2."""
+    sys.exit(run_cli(main, "mars-bench-generate"))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

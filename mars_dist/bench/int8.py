@@ -1,8 +1,8 @@
 """What `--int8` (int8 matmuls in the generator and the tokenizer's decoder) changes, on trained
 exports, measured against the float model and against the noise of sampling itself.
 
-    python -m mars_dist.bench.int8 --tokenizer TOK_EXPORT --model GEN_EXPORT --shards VALID_SHARDS \
-        [--limit 64] [--pitches 36 48 60 72 84] [--per-pitch 4] [--dtype fp32] [--json out.json]
+    mars-bench-int8 --tokenizer TOK_EXPORT --model GEN_EXPORT --shards VALID_SHARDS \
+        [--limit 64] [--pitches 36 48 60 72 84] [--per-pitch 4] [--dtype fp32] [--json out.json] [sampling flags]
 
 1. Teacher-forced (next-scale AR exports): on the validation notes' own token maps and labels, the
    per-token cross-entropy of the float and of the int8 model, the mean KL(float || int8) of their
@@ -26,20 +26,23 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
+from mars_dist.cli import make_parser, run_cli
 from mars_dist.eval.notes import read_validation_notes
 from mars_dist.eval.pitch import pitch_hits
-from mars_dist.generation.generator import Generator, SamplingSettings
+from mars_dist.generation.flags import add_sampling_arguments, check_sampling_arguments, families_for_help, options_for
+from mars_dist.generation.generator import FamilyGenerator
 from mars_dist.generation.loaders import load_generator, load_tokenizer
-from mars_dist.generation.training import condition_labels
+from mars_dist.labels import CONDITION_CLASSES
+from mars_dist.models.generators.options import SamplingOptions
 
 
 @torch.no_grad()
-def teacher_forced(float_gen: Generator, int8_gen: Generator, idx_list: List[torch.Tensor],
+def teacher_forced(float_gen: Generator, int8_gen: FamilyGenerator, idx_list: List[torch.Tensor],
                    labels: Dict[str, torch.Tensor], batch: int) -> Optional[Dict[str, float]]:
     """Cross-entropy, KL and top-1 agreement of the two next-scale models on real token maps (None for
     families whose training input is not the quantizer's teacher-forcing pyramid)."""
     quantizer = float_gen.tokenizer.quantizer
-    if float_gen.task != "ar":
+    if float_gen.name != "next_scale":
         return None
     sums = {"ce_float": 0.0, "ce_int8": 0.0, "kl": 0.0, "top1_agree": 0.0}
     tokens = 0
@@ -59,7 +62,7 @@ def teacher_forced(float_gen: Generator, int8_gen: Generator, idx_list: List[tor
 
 
 @torch.no_grad()
-def decode_difference(float_gen: Generator, int8_gen: Generator, idx_list: List[torch.Tensor],
+def decode_difference(float_gen: Generator, int8_gen: FamilyGenerator, idx_list: List[torch.Tensor],
                       cmx_NCHW: torch.Tensor) -> Dict[str, float]:
     cmx_f = float_gen.spectrogram(idx_list)
     cmx_q = int8_gen.spectrogram(idx_list)
@@ -67,11 +70,11 @@ def decode_difference(float_gen: Generator, int8_gen: Generator, idx_list: List[
             "mse_float_decode_vs_input": float(F.mse_loss(cmx_f, cmx_NCHW))}
 
 
-def sample(gen: Generator, pitches: List[int], settings: SamplingSettings, seed: int, batch: int):
+def sample(gen: FamilyGenerator, pitches: List[int], options: SamplingOptions, seed: int, batch: int):
     """(audio [N, T], token maps, seconds per note) for one note per requested pitch, seeded."""
     label_sets = [{"pitch": p} for p in pitches]
     started = time.perf_counter()
-    batches = list(gen.generate(label_sets, settings, gen.rng(seed), batch))
+    batches = list(gen.generate(label_sets, options, gen.rng(seed), batch))
     seconds = (time.perf_counter() - started) / len(pitches)
     wave = torch.cat([b.wave_BN for b in batches])
     idx = [torch.cat([b.idx_list[k] for b in batches]) for k in range(len(batches[0].idx_list))]
@@ -92,22 +95,22 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     int8_gen = load_generator(Path(args.model), tokenizer, device, dtype, int8=True)
     notes = read_validation_notes(args.shards, tokenizer.frontend, args.limit)
     idx_list = tokenizer.module.encode(notes.cmx_NCHW)
-    labels = condition_labels(notes.labels)
-    result: Dict[str, Any] = {"model": args.model, "task": float_gen.task, "dtype": args.dtype,
+    labels = {name: notes.labels[name] for name in CONDITION_CLASSES if name in notes.labels}
+    result: Dict[str, Any] = {"model": args.model, "family": float_gen.name, "dtype": args.dtype,
                               "validation_notes": len(notes.keys)}
-    result["teacher_forced"] = teacher_forced(float_gen, int8_gen, idx_list, labels, args.batch)
+    result["teacher_forced"] = teacher_forced(float_gen, int8_gen, idx_list, labels, args.batch_size)
     result["decode"] = decode_difference(float_gen, int8_gen, idx_list, notes.cmx_NCHW)
 
-    settings = SamplingSettings(cfg_scale=args.cfg, top_p=args.top_p)
+    options = options_for(float_gen.family, args)
     pitches = [p for p in args.pitches for _ in range(args.per_pitch)]
     requested = torch.tensor(pitches)
     sr = tokenizer.frontend.cfg.stft.sample_rate
-    sample(int8_gen, pitches[:1], settings, 0, 1)  # compiles the int8 kernels outside the timed runs
-    runs = {"float": sample(float_gen, pitches, settings, args.seed, args.batch),
-            "int8": sample(int8_gen, pitches, settings, args.seed, args.batch),
-            "float_other_seed": sample(float_gen, pitches, settings, args.seed + 1, args.batch)}
+    sample(int8_gen, pitches[:1], options, 0, 1)  # compiles the int8 kernels outside the timed runs
+    runs = {"float": sample(float_gen, pitches, options, args.seed, args.batch_size),
+            "int8": sample(int8_gen, pitches, options, args.seed, args.batch_size),
+            "float_other_seed": sample(float_gen, pitches, options, args.seed + 1, args.batch_size)}
     result["sampling"] = {
-        "notes": len(pitches), "seed": args.seed, "cfg": args.cfg, "top_p": args.top_p,
+        "notes": len(pitches), "seed": args.seed, "cfg": options.cfg_scale, "top_p": options.top_p,
         **{f"pitch_match_{name}": float(pitch_hits(wave, requested, sr).float().mean()) for name, (wave, _, _) in runs.items()},
         "tokens_equal_int8_vs_float": equal_fraction(runs["int8"][1], runs["float"][1]),
         "tokens_equal_other_seed_vs_float": equal_fraction(runs["float_other_seed"][1], runs["float"][1]),
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def print_result(result: Dict[str, Any]) -> None:
-    print(f"{result['task']} export {result['model']} ({result['dtype']} vs int8), {result['validation_notes']} "
+    print(f"{result['family']} export {result['model']} ({result['dtype']} vs int8), {result['validation_notes']} "
           f"validation notes")
     tf = result["teacher_forced"]
     if tf:
@@ -136,8 +139,7 @@ def print_result(result: Dict[str, Any]) -> None:
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mars_dist.bench.int8", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser("mars-bench-int8", __doc__)
     p.add_argument("--tokenizer", required=True, help="tokenizer export folder")
     p.add_argument("--model", required=True, help="generator export folder (any family)")
     p.add_argument("--shards", required=True, help="validation shard set (local folder or s3://...)")
@@ -145,16 +147,17 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--pitches", nargs="+", type=int, default=[36, 43, 48, 55, 60, 67, 72, 79, 84])
     p.add_argument("--per-pitch", type=int, default=4)
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="the float model's precision")
-    p.add_argument("--cfg", type=float, default=3.0)
-    p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="notes generated (and teacher-forced) together")
     p.add_argument("--gl-iters", type=int, default=0, help="Griffin-Lim iterations (0 = the export's)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--json", help="also write the result to this JSON file")
+    add_sampling_arguments(p, families_for_help(argv))
     args = p.parse_args(argv)
-    if args.per_pitch < 1 or args.batch < 1 or args.limit < 0:
-        p.error("--per-pitch and --batch must be >= 1, --limit >= 0")
+    check_sampling_arguments(p, args)
+    if args.per_pitch < 1 or args.batch_size < 1 or args.limit < 0:
+        p.error(f"--per-pitch {args.per_pitch}, --batch-size {args.batch_size}, --limit {args.limit}: --per-pitch and "
+                "--batch-size must be >= 1, --limit >= 0")
     return args
 
 
@@ -169,7 +172,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from mars_dist.cli import run_cli
+def entry() -> None:
+    """The console script `mars-bench-int8` (and `python -m`): user errors as one line, exit status 2."""
+    sys.exit(run_cli(main, "mars-bench-int8"))
 
-    sys.exit(run_cli(main, "mars_dist.bench.int8"))
+
+if __name__ == "__main__":
+    entry()

@@ -1,11 +1,11 @@
 """The size presets of the generators as tables, computed from the code (nothing measured):
 
-    python -m mars_dist.bench.presets
+    mars-bench-presets
 
 (1) The next-scale AR: parameters and forward GFLOPs per note (one branch, no CFG) with the paper
 tokenizer (16,384 codes, 9 scales), and parameters with the tokenizer each preset is used with
 (tiny and small: the tiny and small tokenizers). docs/ar.md prints it.
-(2) The three families at each preset with the paper tokenizer: parameters (equal: one trunk),
+(2) The built-in families at each preset with the paper tokenizer: parameters (equal: one trunk),
 sampling GFLOPs per note (one branch, no CFG; MaskGIT at its default 16 iterations) and the
 forward passes that must run one after the other. docs/generators.md prints it.
 Models are built on the meta device, so even d24 costs no memory; tests/test_presets.py and
@@ -13,28 +13,30 @@ tests/test_generator_presets.py keep the docs in step.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Dict, List, Optional
 
 import torch
 
-from mars_dist.bench.families import FAMILIES, TOKENIZER_OF_PRESET, tokenizer_config
-from mars_dist.models.generators.next_scale.config import AR_PRESETS, ar_preset, preset
-from mars_dist.models.generators.next_scale.model import NextScaleAR
+from mars_dist.bench.generators import TOKENIZER_OF_PRESET, tokenizer_config
+from mars_dist.cli import make_parser, run_cli
+from mars_dist.models.generators.family import TokenGeometry, builtin_names, family
+from mars_dist.models.generators.presets import TRUNK_PRESETS
 
 
-def _ar(preset: str, tokenizer_name: str) -> NextScaleAR:
+def _model(family_name: str, preset: str, tokenizer_name: str) -> torch.nn.Module:
     tok = tokenizer_config(tokenizer_name)
+    spec = family(family_name)
     with torch.device("meta"):
-        return NextScaleAR(ar_preset(preset), tok.scales, tok.codebook_size, tok.codebook_dim)
+        return spec.build(spec.preset(preset), TokenGeometry.from_dict(
+            {"scales": tok.scales, "codebook_size": tok.codebook_size, "codebook_dim": tok.codebook_dim}))
 
 
 def preset_rows() -> List[Dict[str, object]]:
     rows = []
-    for name, sizes in AR_PRESETS.items():
-        paper = _ar(name, "paper")
-        own = _ar(name, TOKENIZER_OF_PRESET.get(name, "paper"))
+    for name, sizes in TRUNK_PRESETS.items():
+        paper = _model("next_scale", name, "paper")
+        own = _model("next_scale", name, TOKENIZER_OF_PRESET.get(name, "paper"))
         rows.append({"preset": name, **sizes,
                      "params_paper_tokenizer": sum(p.numel() for p in paper.parameters()),
                      "fwd_gflop_per_note": paper.flops_per_sample(training=False) / 1e9,
@@ -54,15 +56,16 @@ def markdown(rows: List[Dict[str, object]]) -> str:
 
 
 def family_rows() -> List[Dict[str, object]]:
-    tok = tokenizer_config("paper")
     rows = []
-    for name in AR_PRESETS:
-        for family, (model_class, config_class, _, _) in FAMILIES.items():
-            with torch.device("meta"):
-                model = model_class(preset(config_class, name), tok.scales, tok.codebook_size, tok.codebook_dim)
-            rows.append({"preset": name, "family": family, "params_paper_tokenizer": sum(p.numel() for p in model.parameters()),
-                         "sampling_gflop_per_note": model.flops_per_sample(training=False) / 1e9,
-                         "sequential_passes": model.sequential_steps()})
+    for name in TRUNK_PRESETS:
+        for family_name in builtin_names():
+            spec = family(family_name)
+            model = _model(family_name, name, "paper")
+            options = spec.default_options()
+            rows.append({"preset": name, "family": family_name,
+                         "params_paper_tokenizer": sum(p.numel() for p in model.parameters()),
+                         "sampling_gflop_per_note": spec.flops_per_sample(model, training=False) / 1e9,
+                         "sequential_passes": spec.sequential_steps(model, options)})
     return rows
 
 
@@ -76,13 +79,17 @@ def family_markdown(rows: List[Dict[str, object]]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argparse.ArgumentParser(prog="mars_dist.bench.presets", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    make_parser("mars-bench-presets", __doc__).parse_args(argv)
     print(markdown(preset_rows()))
     print()
     print(family_markdown(family_rows()))
     return 0
 
 
+def entry() -> None:
+    """The console script `mars-bench-presets` (and `python -m`)."""
+    sys.exit(run_cli(main, "mars-bench-presets"))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,6 +1,6 @@
 """Tokenizer benchmark: (a) a timed quality run of the small config on the synthetic set, (b) CMX's speed claim.
 
-    python -m mars_dist.bench.tokenizer [--minutes 10] [--work runs/bench-tokenizer] [--skip-cmx | --skip-quality]
+    mars-bench-tokenizer [--minutes 10] [--work runs/bench-tokenizer] [--skip-cmx | --skip-quality]
 
 (a) Generates a synthetic NSynth-format set (512 train + 64 valid notes by default) and its shards
 with the data tools' commands (CMX tensors plus the notes' audio), reads them back, trains
@@ -36,8 +36,11 @@ import torch
 
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.config import load_config
-from mars_dist.engine.task import Models
+from mars_dist.data.geometry import BatchGeometry
+from mars_dist.engine.backends.debug import DebugBackend
+from mars_dist.engine.task import trained_names
 from mars_dist.bench.synthetic_set import synthetic_shards
+from mars_dist.cli import make_parser, run_cli
 from mars_dist.eval.report import griffin_lim_floor, read_validation_notes, reconstruct, reconstruction_metrics
 from mars_dist.tasks.tokenizer import EMA_NAME, TokenizerTask
 
@@ -60,36 +63,24 @@ def synthetic_cmx(root: Path, cfg, train_notes: int, valid_notes: int, seed: int
 
 # ---------------------------------------------------------------------- training through the Task API
 class TaskLoop:
-    """One process, one device: what the debug backend does, kept here so the benchmark needs no shards."""
+    """One process, one device: the debug backend and the task's own step, fed given batches (the
+    benchmark needs no shards and no data loader)."""
 
     def __init__(self, cfg, cmx_shape: Tuple[int, int, int]):
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
         self.task = TokenizerTask(cfg, {"cmx_shape": list(cmx_shape)})
+        self.backend = DebugBackend(cfg)
         specs = self.task.build_models()
-        modules = {n: s.module for n, s in specs.items()}
-        self.models = Models(modules, modules)
-        self.optimizers = {n: s.optimizer(s.module.parameters()) for n, s in specs.items() if s.optimizer}
-        self.schedules = {
-            n: torch.optim.lr_scheduler.LambdaLR(self.optimizers[n], specs[n].lr_multiplier or (lambda step: 1.0))
-            for n in self.optimizers
-        }
-        self.autocast = cfg.engine.mixed_precision == "bf16"
+        self.trained = trained_names(specs)
+        self.models = self.backend.prepare(specs, BatchGeometry(cfg.data.batch_size, 1, cfg.data.batch_size, 1))
         self.step_count = 0
 
-    def _backward(self, name: str, loss: torch.Tensor) -> None:
-        loss.backward()
-
     def step(self, batch: Dict[str, Any]) -> Dict[str, float]:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
-            logs = self.task.micro_step(batch, self.models, self.step_count, self._backward)
-        for name, opt in self.optimizers.items():
-            params = [p for p in self.models[name].parameters() if p.grad is not None]
-            if params and self.cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
-            opt.step()
-            self.schedules[name].step()
-            opt.zero_grad(set_to_none=True)
+        with self.backend.autocast():
+            logs = self.task.micro_step(batch, self.models, self.step_count, self.backend.backward)
+        for name in self.trained:
+            self.backend.step(name)
         self.task.after_step(self.step_count, self.models)
         self.step_count += 1
         return {k: float(v) for k, v in logs.items()}
@@ -260,8 +251,7 @@ def print_report(report: Dict[str, Any]) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mars_dist.bench.tokenizer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("mars-bench-tokenizer", __doc__)
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--minutes", type=float, default=10.0, help="training time budget of the quality run")
     parser.add_argument("--work", default="runs/bench-tokenizer", help="synthetic set and report go here")
@@ -294,5 +284,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The console script `mars-bench-tokenizer` (and `python -m`): user errors as one line, exit status 2."""
+    sys.exit(run_cli(main, "mars-bench-tokenizer"))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

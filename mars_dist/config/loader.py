@@ -1,71 +1,32 @@
-"""Loads YAML run configs onto typed dataclasses (OmegaConf structured configs).
+"""Loads YAML run configs (with `base:` chains and `key=value` overrides) onto the run config of their task.
 
-Why a wrapper at all: OmegaConf already rejects unknown keys and wrong types, but its messages
-neither say which file (or command-line override) the bad value came from nor suggest the key
-the user probably meant. Users of a training system edit YAML by hand and type overrides on the
-command line, so every error here names the key, its source and the closest valid key.
+The typed merge itself, with errors naming the key, its source and the closest valid key, is
+mars_dist/io/structured.py. This module adds what only run configs have: files that refine other
+files, command-line overrides, the schema chosen by the run's `task:` (the common sections plus
+that task's own), the alias of a renamed task (`task: ar` is `task: next_scale`, and its `ar:`
+section the `next_scale:` one) and a pointer for keys that were replaced.
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Type, TypeVar
+from typing import Any, Dict, List, Sequence, Tuple, Type, TypeVar
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mars_dist.config.run import RunConfig, run_config_class
-from mars_dist.errors import UserValueError
 from mars_dist.io.atomic import atomic_write_text
+from mars_dist.io.structured import ConfigError, Layer, from_layers, to_dict, to_yaml
+from mars_dist.tasks.registry import TASK_ALIASES, TaskNameError
 
 T = TypeVar("T")
 
-
-class ConfigError(UserValueError):
-    """A config file or override that does not fit the schema; the message says where and why."""
-
-
-def _valid_keys(schema_node: Any) -> list[str]:
-    if isinstance(schema_node, DictConfig):
-        return [str(k) for k in schema_node.keys()]
-    return []
-
-
-def _closest_key_hint(schema: DictConfig, full_key: str) -> str:
-    """Returns ' (closest valid key: a.b)' for a mistyped dotted key, or '' when none is close."""
-    parts = full_key.split(".")
-    node: Any = schema
-    prefix: list[str] = []
-    for part in parts:
-        if isinstance(node, DictConfig) and part in node:
-            node = node[part]
-            prefix.append(part)
-            continue
-        candidates = _valid_keys(node)
-        match = difflib.get_close_matches(part, candidates, n=1, cutoff=0.5)
-        if match:
-            return f" (closest valid key: {'.'.join(prefix + [match[0]])})"
-        if candidates:
-            where = ".".join(prefix) or "the top level"
-            return f" (valid keys at {where}: {', '.join(sorted(candidates))})"
-        return ""
-    return ""
-
-
-def _merge_checked(schema: DictConfig, merged: DictConfig, layer: Any, source: str) -> DictConfig:
-    try:
-        return OmegaConf.merge(merged, layer)
-    except ConfigKeyError as err:
-        key = err.full_key or str(err.key)
-        raise ConfigError(f"{source}: unknown config key '{key}'{_closest_key_hint(schema, key)}") from None
-    except ValidationError as err:
-        key = err.full_key or str(err.key)
-        raise ConfigError(f"{source}: bad value for '{key}': {err.msg.splitlines()[0]}") from None
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{source}: {err}") from None
+# Keys a config may no longer set, and what replaced them.
+REPLACED_KEYS: Dict[Tuple[str, str], str] = {
+    ("train", "eval_every"): "stages.media.every (media) and stages.validate.every (validation), each with its own cadence",
+}
 
 
 def _read_yaml(path: Path) -> Any:
@@ -82,13 +43,13 @@ def _read_yaml(path: Path) -> Any:
     return data
 
 
-def _yaml_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Any, str]]:
+def _yaml_layers(path: Path, seen: tuple[Path, ...] = ()) -> List[Layer]:
     """A YAML file may name `base: other.yaml` (relative to itself) that it refines."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
     data = _read_yaml(path)
-    layers: list[tuple[Any, str]] = []
+    layers: List[Layer] = []
     base = data.pop("base", None)
     if base is not None:
         if not isinstance(base, str):
@@ -98,20 +59,37 @@ def _yaml_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Any, str
     return layers
 
 
-def _parse_overrides(overrides: Iterable[str]) -> list[tuple[Any, str]]:
+def _parse_overrides(overrides: Sequence[str]) -> List[Layer]:
     layers = []
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"command-line override '{item}': expected key.sub=value")
         try:
-            layer = OmegaConf.from_dotlist([item])
+            layer = OmegaConf.to_container(OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as err:
             raise ConfigError(f"command-line override '{item}': {err}") from None
         layers.append((layer, f"command-line override '{item}'"))
     return layers
 
 
-def _task_of(layers: Sequence[tuple[Any, str]]) -> tuple[str, str]:
+def _renamed(values: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """One layer with the task alias resolved (`task: ar` and its `ar:` section are next_scale's);
+    a replaced key is an error saying what replaced it."""
+    for (section, key), replacement in REPLACED_KEYS.items():
+        if isinstance(values.get(section), dict) and key in values[section]:
+            raise ConfigError(f"{source}: '{section}.{key}' was replaced by {replacement}")
+    out = dict(values)
+    if isinstance(out.get("task"), str):
+        out["task"] = TASK_ALIASES.get(out["task"], out["task"])
+    for old, new in TASK_ALIASES.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{source}: sets both '{old}' and '{new}', which are one section ('{old}' is its old name)")
+            out[new] = out.pop(old)
+    return out
+
+
+def _task_of(layers: Sequence[Layer]) -> Tuple[str, str]:
     """(task name, where it was set) from the last layer that sets `task:`, else the default."""
     task, source = RunConfig.task, "the default"
     for layer, where in layers:
@@ -120,9 +98,7 @@ def _task_of(layers: Sequence[tuple[Any, str]]) -> tuple[str, str]:
     return task, source
 
 
-def _schema_for(layers: Sequence[tuple[Any, str]]) -> type:
-    from mars_dist.tasks.registry import TaskNameError
-
+def _schema_for(layers: Sequence[Layer]) -> type:
     task, source = _task_of(layers)
     try:
         return run_config_class(task)
@@ -130,52 +106,30 @@ def _schema_for(layers: Sequence[tuple[Any, str]]) -> type:
         raise ConfigError(f"{source}: {err}") from None
 
 
-def _build(schema: Type[T], layers: Sequence[tuple[Any, str]], where: str) -> T:
-    """schema defaults <- each layer (checked, naming its source) -> the validated dataclass."""
-    structured = OmegaConf.structured(schema)
-    merged = structured
-    for layer, source in layers:
-        merged = _merge_checked(structured, merged, layer, source)
-    try:
-        obj = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"incomplete config ({where}): {err}") from None
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        try:
-            validate()
-        except ValueError as err:
-            raise ConfigError(f"{where}: {err}") from None
-    return obj  # type: ignore[return-value]
+def _checked(layers: Sequence[Layer]) -> List[Layer]:
+    return [(_renamed(values, source), source) for values, source in layers]
 
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = (), schema: Type[T] | None = None) -> T:
     """Returns a dataclass instance: schema defaults <- YAML file (and its bases) <- overrides.
 
     Without `schema`, the schema is the run config of the task the layers name (`task:`)."""
-    layers = (_yaml_layers(Path(path)) if path is not None else []) + _parse_overrides(overrides)
-    return _build(schema or _schema_for(layers), layers, str(path or "config"))
+    layers = _checked((_yaml_layers(Path(path)) if path is not None else []) + _parse_overrides(overrides))
+    return from_layers(schema or _schema_for(layers), layers, str(path or "config"))
 
 
 def run_config_from_dict(values: dict, source: str = "stored run config") -> RunConfig:
-    """The run config of a resolved config dict (as checkpoints and exports store it), checked like a file."""
+    """The run config of a resolved config dict (as checkpoints store it), checked like a file."""
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
-    layers = [(values, source)]
-    return _build(_schema_for(layers), layers, source)
+    layers = _checked([(values, source)])
+    return from_layers(_schema_for(layers), layers, source)
 
 
-def config_to_dict(cfg: Any) -> dict:
-    """Plain nested dict of a config dataclass (for JSON checkpoints and manifests)."""
-    if dataclasses.is_dataclass(cfg):
-        return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
-def config_to_yaml(cfg: Any) -> str:
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+config_to_dict = to_dict
+config_to_yaml = to_yaml
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Writes the resolved config as YAML atomically."""
-    atomic_write_text(path, config_to_yaml(cfg))
+    atomic_write_text(path, to_yaml(cfg))

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from mars_dist.audio.config import AudioConfig
 from mars_dist.data.config import DataConfig
-from mars_dist.engine.config import CheckpointConfig, EngineConfig, LoggingConfig, OptimConfig, TrainConfig
+from mars_dist.engine.config import CheckpointConfig, EngineConfig, LoggingConfig, OptimConfig, StagesConfig, TrainConfig
 
 
 @dataclass
@@ -30,6 +30,7 @@ class RunConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -39,8 +40,14 @@ class RunConfig:
             check = getattr(getattr(self, f.name), "validate", None)
             if callable(check):
                 check()
-        if self.data.batch_size < 1:
-            raise ValueError(f"data.batch_size={self.data.batch_size}: must be >= 1")
+        self.stages.validate_cadences()
+        if self.data.batch_size < 1 or self.data.micro_batch_size < 0 or self.data.num_workers < 0:
+            raise ValueError(f"data.batch_size={self.data.batch_size}, data.micro_batch_size={self.data.micro_batch_size}, "
+                             f"data.num_workers={self.data.num_workers}: need batch_size >= 1, micro_batch_size >= 0 "
+                             "(0 = batch_size / processes), num_workers >= 0")
+        if self.optim.decay == "cosine" and self.train.max_steps <= self.optim.warmup_steps:
+            raise ValueError(f"optim.decay=cosine needs train.max_steps ({self.train.max_steps}) > optim.warmup_steps "
+                             f"({self.optim.warmup_steps}): shorten the warm-up or train longer")
 
     def task_settings(self) -> Any:
         """This run's task section (None for a task without settings)."""

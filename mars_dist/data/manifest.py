@@ -15,14 +15,16 @@ from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.data import fs
 from mars_dist.data.remote import RemoteShardSet
+from mars_dist.errors import UserValueError
 
 FORMAT = "mars_dist.shards/1"
 MANIFEST_NAME = "manifest.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ManifestError(ValueError):
-    """manifest.json is missing, malformed, or not compatible with the run."""
+class ManifestError(UserValueError):
+    """manifest.json is missing, malformed, or not compatible with the run: the shards a user named are
+    not what the command needs (one error line, exit 2)."""
 
 
 def shard_name(index: int) -> str:

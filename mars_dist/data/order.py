@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Protocol, Sequence, Tupl
 import numpy as np
 
 from mars_dist.data.windowed_order import WindowedOrder
+from mars_dist.errors import UserValueError
 
 CURSOR_FORMAT = "mars_dist.cursor/1"
 ORDER_KINDS = ("windowed", "global")
@@ -92,8 +93,9 @@ def dataset_fingerprint(shards: Sequence[Dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
 
-class CursorError(ValueError):
-    """A saved cursor does not belong to this stream (other dataset, seed or order) or is malformed."""
+class CursorError(UserValueError):
+    """A saved cursor does not belong to this stream (other dataset, seed or order) or is malformed: a
+    user's mistake (a checkpoint resumed on other shards or settings), reported as one line."""
 
 
 @dataclass(frozen=True)

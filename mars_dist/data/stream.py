@@ -13,7 +13,7 @@ import itertools
 import logging
 import multiprocessing
 import os
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ import torch
 from mars_dist.audio.config import AudioConfig
 from mars_dist.data import fs as storage
 from mars_dist.data.config import DataConfig
+from mars_dist.data.geometry import BatchGeometry
 from mars_dist.data.io_stats import IOCounters
 from mars_dist.data.manifest import check_compatible, manifest_url, read_manifest
 from mars_dist.data.order import (Cursor, OrderConfig, build_order, dataset_fingerprint, global_steps,
@@ -31,6 +32,7 @@ from mars_dist.data.retry import RetryConfig
 from mars_dist.data.sample_reader import SampleReader, ShardIndex, collate_micro_batch
 from mars_dist.data.shard_cache import GB, CacheConfig, ShardCache
 from mars_dist.data.shard_source import CachedShards, LocalRanges, RemoteRanges
+from mars_dist.errors import UserValueError
 
 MicroBatch = Dict[str, Any]
 log = logging.getLogger(__name__)
@@ -41,29 +43,6 @@ log = logging.getLogger(__name__)
 # Forking is safe here: workers touch no CUDA, the shard sources open files and filesystems per
 # process, and the read-ahead starts its threads only after the workers are forked.
 WORKER_START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-
-
-def split_global_batch(global_batch: int, world_size: int, micro_batch_size: int = 0) -> Tuple[int, int]:
-    """(micro_batch, grad_accum) for a GLOBAL batch on `world_size` ranks.
-
-    micro_batch_size 0 means "no accumulation": micro_batch = global_batch / world_size.
-    """
-    if global_batch < 1 or world_size < 1 or micro_batch_size < 0:
-        raise ValueError(f"data.batch_size={global_batch}, world_size={world_size}, "
-                         f"data.micro_batch_size={micro_batch_size}: expected batch_size >= 1, world_size >= 1, "
-                         "micro_batch_size >= 0")
-    if micro_batch_size == 0:
-        if global_batch % world_size:
-            raise ValueError(f"data.batch_size={global_batch} is not divisible by world_size={world_size}: "
-                             "choose a global batch that is a multiple of the number of processes, or set "
-                             "data.micro_batch_size to accumulate gradients")
-        return global_batch // world_size, 1
-    per_step = world_size * micro_batch_size
-    if global_batch % per_step:
-        raise ValueError(f"data.batch_size={global_batch} is not divisible by world_size={world_size} x "
-                         f"data.micro_batch_size={micro_batch_size} = {per_step}: gradient accumulation must be "
-                         "a whole number of micro-batches")
-    return micro_batch_size, global_batch // per_step
 
 
 def resolve_ranks_per_node(ranks_per_node: int, world_size: int) -> int:
@@ -99,9 +78,7 @@ class ElasticStream:
                  retry: Optional[RetryConfig] = None, ranks_per_node: int = 0):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} is outside world_size={world_size}")
-        if min(micro_batch, grad_accum) < 1 or global_batch != world_size * micro_batch * grad_accum:
-            raise ValueError(f"global_batch={global_batch} must equal world_size={world_size} x "
-                             f"micro_batch={micro_batch} x grad_accum={grad_accum} (all >= 1)")
+        self.geometry = BatchGeometry(global_batch, world_size, micro_batch, grad_accum)
         if num_workers < 0:
             raise ValueError(f"num_workers={num_workers}: must be >= 0")
         order_cfg, self.cache_cfg, retry = order or OrderConfig(), cache or CacheConfig(), retry or RetryConfig()
@@ -118,7 +95,8 @@ class ElasticStream:
         shards = self.manifest["shards"]
         num_samples = self.manifest["num_samples"]
         if num_samples < global_batch:
-            raise ValueError(f"{self.url}: {num_samples} samples are fewer than one global batch of {global_batch}")
+            raise UserValueError(f"{self.url}: {num_samples} samples are fewer than one global batch of {global_batch} "
+                                 "(data.batch_size)")
         index = ShardIndex.load(self.url, self.manifest, storage_options, remote=remote)
         self.order = build_order(order_cfg, seed, [s["num_samples"] for s in shards])
         self.steps_per_epoch = num_samples // global_batch
@@ -151,8 +129,8 @@ class ElasticStream:
     def from_config(cls, data_cfg: DataConfig, audio_cfg: AudioConfig, split_url: str, rank: int,
                     world_size: int, cursor: Optional[Dict[str, Any]] = None) -> "ElasticStream":
         """The run config's stream: data_cfg.batch_size is GLOBAL, micro-batch and accumulation derived."""
-        micro_batch, grad_accum = split_global_batch(data_cfg.batch_size, world_size, data_cfg.micro_batch_size)
-        return cls(split_url, data_cfg.batch_size, rank, world_size, micro_batch, grad_accum, data_cfg.seed,
+        geometry = BatchGeometry.of(data_cfg.batch_size, world_size, data_cfg.micro_batch_size)
+        return cls(split_url, data_cfg.batch_size, rank, world_size, geometry.micro_batch, geometry.grad_accum, data_cfg.seed,
                    data_cfg.num_workers, data_cfg.storage_options, audio_cfg, cursor, order=data_cfg.order,
                    cache=data_cfg.cache, retry=data_cfg.retry, ranks_per_node=data_cfg.ranks_per_node)
 

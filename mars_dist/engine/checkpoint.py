@@ -18,21 +18,19 @@ not atomic, but the presence of one small file written last is.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-import torch
-
-from mars_dist.io.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
-from mars_dist.engine.backend import Backend
 from mars_dist.engine.rng import capture_rng_state
 from mars_dist.errors import UserValueError
+from mars_dist.io.atomic import atomic_torch_save, atomic_write_text, fsync_dir
+
+if TYPE_CHECKING:
+    from mars_dist.engine.backend import Backend
 
 COMMITTED = "COMMITTED"
 TRAIN_STATE = "train_state.json"
@@ -40,9 +38,6 @@ TASK_STATE = "task_state.pt"
 CONFIG_FILE = "config.yaml"
 TRAIN_STATE_FORMAT = "mars_dist.train_state/1"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
-# Fault injection for tests: "STEP:SECONDS" sleeps inside the write of checkpoint STEP, after the
-# backend's files are written and before the commit, so a test can SIGKILL the run at that moment.
-PAUSE_ENV = "MARS_DIST_CHECKPOINT_PAUSE"
 
 
 class CheckpointError(UserValueError):
@@ -58,12 +53,6 @@ def step_dir_name(step: int) -> str:
 
 def rng_file_name(rank: int) -> str:
     return f"rng-rank{rank:05d}.pt"
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def is_committed(directory: Path) -> bool:
@@ -111,15 +100,6 @@ def read_train_state(directory: Path) -> Dict[str, Any]:
     return state
 
 
-def _fault_injection_pause(step: int) -> None:
-    spec = os.environ.get(PAUSE_ENV)
-    if not spec:
-        return
-    pause_step, _, seconds = spec.partition(":")
-    if int(pause_step) == step:
-        time.sleep(float(seconds))
-
-
 def _fsync_tree(directory: Path) -> None:
     for root, _, files in os.walk(directory):
         for name in files:
@@ -134,7 +114,7 @@ def _fsync_tree(directory: Path) -> None:
 class Checkpointer:
     """Writes, commits and prunes the checkpoints of one run. `save` is collective (every rank calls it)."""
 
-    def __init__(self, run_dir: Path, keep_last: int, backend: Backend):
+    def __init__(self, run_dir: Path, keep_last: int, backend: "Backend"):
         if keep_last < 1:
             raise ValueError(f"checkpoint.keep_last={keep_last}: must be >= 1")
         self.root = Path(run_dir) / "checkpoints"
@@ -157,9 +137,14 @@ class Checkpointer:
             atomic_torch_save(task_state, tmp / TASK_STATE)
             atomic_write_text(tmp / CONFIG_FILE, config_yaml)
             atomic_write_text(tmp / TRAIN_STATE, json.dumps({"format": TRAIN_STATE_FORMAT, **train_state}, indent=1))
-        _fault_injection_pause(step)
         backend.barrier()  # every rank's files are complete
+        self._commit(step, tmp, final)
+        return final
 
+    def _commit(self, step: int, tmp: Path, final: Path) -> None:
+        """Renames the complete temporary folder into place and marks it COMMITTED (rank 0), then
+        prunes; every rank waits until the commit is durable. Collective."""
+        backend = self.backend
         if backend.is_main:
             _fsync_tree(tmp)
             if final.exists():  # an uncommitted leftover of a crash, or an older save of this very step
@@ -170,7 +155,6 @@ class Checkpointer:
             fsync_dir(final)
             self._prune()
         backend.barrier()  # nobody moves on (or exits) before the commit is durable
-        return final
 
     def _prune(self) -> None:
         """Keeps the newest `keep_last` committed checkpoints; drops stale temporary folders.

@@ -1,4 +1,5 @@
-"""Learning-rate multipliers (step -> factor on an optimizer's base lr) shared by every task.
+"""Learning-rate multipliers (step -> factor on an optimizer's base lr) shared by every task, and the
+schedule every backend applies them with.
 
 One function serves the tokenizer, its discriminator and the AR: linear warm-up over
 `optim.warmup_steps`, then either a constant lr or a cosine decay to `optim.min_lr_ratio` of it at
@@ -10,7 +11,9 @@ continues the same curve as long as `train.max_steps` is unchanged.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
 
 DECAYS = ("none", "cosine")
 
@@ -39,3 +42,35 @@ def from_config(cfg) -> Callable[[int], float]:
     """The multiplier a run's `optim` and `train` sections describe."""
     o = cfg.optim
     return lr_multiplier(o.warmup_steps, o.decay, cfg.train.max_steps, o.min_lr_ratio)
+
+
+class LrSchedule:
+    """lr of every param group = its base lr x `multiplier(optimizer steps taken so far)`.
+
+    One implementation for all backends instead of torch LambdaLR: DeepSpeed wraps the optimizer
+    (its param_groups are the wrapper's), and the only state worth checkpointing is the step count,
+    which survives any resharding as a plain integer.
+    """
+
+    def __init__(self, base_lrs: List[float], multiplier: Optional[Callable[[int], float]]):
+        self.base_lrs = list(base_lrs)
+        self.multiplier = multiplier
+        self.steps_taken = 0
+
+    @classmethod
+    def for_optimizer(cls, optimizer: torch.optim.Optimizer, multiplier: Optional[Callable[[int], float]]) -> "LrSchedule":
+        return cls([group["lr"] for group in optimizer.param_groups], multiplier)
+
+    def factor(self) -> float:
+        return 1.0 if self.multiplier is None else float(self.multiplier(self.steps_taken))
+
+    def apply(self, param_groups: List[Dict[str, Any]]) -> None:
+        """Sets the lr for the coming optimizer step."""
+        if len(param_groups) != len(self.base_lrs):
+            raise RuntimeError(f"optimizer has {len(param_groups)} param groups, the lr schedule was built for {len(self.base_lrs)}")
+        factor = self.factor()
+        for group, base_lr in zip(param_groups, self.base_lrs):
+            group["lr"] = base_lr * factor
+
+    def advance(self) -> None:
+        self.steps_taken += 1

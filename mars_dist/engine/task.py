@@ -1,8 +1,11 @@
 """What a training task tells the engine: which models it trains and how a micro-batch's losses are made.
 
 The trainer loop (mars_dist/engine/trainer.py) is the same for every task; a task never wraps,
-shards, checkpoints or steps anything itself. That is what lets one task run unchanged on the
-debug, Accelerate and DeepSpeed backends.
+shards, checkpoints or steps anything itself, and what it does outside the optimizer (an EMA, a
+codebook restart, a validation pass) goes through the backend's ParallelContext (`models.parallel`).
+That is what lets one task run unchanged on the debug, Accelerate and DeepSpeed backends. Besides
+its losses, a task offers the trainer's stages (validate, media: each with its own cadence) and says
+how each of its models is rebuilt from an export (`export_spec`).
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import torch
 from torch import nn
 
 from mars_dist.errors import UserValueError
+from mars_dist.io.exports import ExportSpec
+from mars_dist.parallel.context import LOCAL, ParallelContext
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 BackwardFn = Callable[[str, torch.Tensor], None]
@@ -38,11 +43,13 @@ def trained_names(specs: Dict[str, ModelSpec]) -> List[str]:
 
 
 class Models(Mapping[str, nn.Module]):
-    """Name -> wrapped module (call these in forward); `unwrap(name)` gives the plain nn.Module."""
+    """Name -> wrapped module (call these in forward); `unwrap(name)` gives the plain nn.Module;
+    `parallel` is the backend's ParallelContext (rank, collectives, full views of sharded weights)."""
 
-    def __init__(self, wrapped: Dict[str, nn.Module], unwrapped: Dict[str, nn.Module]):
+    def __init__(self, wrapped: Dict[str, nn.Module], unwrapped: Dict[str, nn.Module], parallel: ParallelContext = LOCAL):
         self._wrapped = wrapped
         self._unwrapped = unwrapped
+        self.parallel = parallel
 
     def __getitem__(self, name: str) -> nn.Module:
         return self._wrapped[name]
@@ -93,17 +100,25 @@ class Task(ABC):
         and ranks by the trainer).
         """
 
-    def build_model(self, name: str) -> nn.Module:
-        """One of the task's models, untrained (exports are loaded into it); tasks override this
-        where building all of build_models() to get one would be wasteful."""
-        specs = self.build_models()
-        if name not in specs:
-            raise UserValueError(f"the {self.task_name or type(self).__name__} task has no model {name!r} "
-                           f"(models: {', '.join(specs)})")
-        return specs[name].module
+    def export_spec(self, name: str) -> ExportSpec:
+        """How model `name` is rebuilt from an export (mars_dist/models/builders.py): its builder key,
+        architecture and inputs. A task whose models cannot be rebuilt outside it says so."""
+        raise UserValueError(f"the {self.task_name or type(self).__name__} task does not say how to rebuild its "
+                             f"model {name!r} from an export (Task.export_spec)")
+
+    def default_export_model(self) -> Optional[str]:
+        """The model the export stage writes when `stages.export.model` names none (None: the stage
+        exports nothing unless told which model)."""
+        return None
 
     def after_step(self, step: int, models: Models) -> None:
         """Called after every optimizer step (e.g. EMA update, dead-code restart)."""
+
+    def validate(self, step: int, models: Models) -> Dict[str, Any]:
+        """The validation stage (every `stages.validate.every` steps, before that step's checkpoint, so
+        the checkpoint holds what it measured): returns figures to log. Called on EVERY rank (a
+        sharded model needs all of them; `models.parallel` sums over ranks)."""
+        return {}
 
     def state_dict(self) -> Dict[str, Any]:
         """Task-owned state that is not a model or optimizer (saved on rank 0, loaded everywhere)."""
@@ -120,7 +135,8 @@ class Task(ABC):
         return 0
 
     def log_media(self, step: int, models: Models, batch: Dict[str, Any], out_dir: Optional[str]) -> Dict[str, Any]:
-        """Writes task media (spectrogram PNGs, wavs) for a fixed validation batch; returns wandb-loggable items.
+        """The media stage (every `stages.media.every` steps): writes task media (spectrogram PNGs, wavs)
+        for a fixed validation batch; returns wandb-loggable items.
 
         Called on EVERY rank (a sharded model needs all ranks in its forward), under torch.no_grad;
         `out_dir` is None on ranks other than 0, which must then only run the forward and write nothing.

@@ -4,7 +4,10 @@ Per optimizer step: the stream hands this rank `grad_accum` micro-batches; each 
 `task.micro_step` inside the backend's micro-step and autocast contexts; one all-reduce then gives
 every rank the same mean losses, the same "some rank saw a non-finite loss" flag and the same
 "some rank was asked to stop" flag, so all ranks skip, stop or checkpoint together; finally the
-backend steps each trained model. See docs/engine.md.
+backend steps each trained model. After the step come the stages, each with its own cadence
+(`stages.*.every`), on every rank and every backend: validate (before the checkpoint, so the
+checkpoint holds what it measured), checkpoint, media, export; at the end a final checkpoint and
+the export of the task's model. See docs/engine.md.
 """
 from __future__ import annotations
 
@@ -16,7 +19,6 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
-from mars_dist.config import config_to_dict, config_to_yaml, save_config
 from mars_dist.engine.backend import Backend
 from mars_dist.engine.checkpoint import (
     TASK_STATE,
@@ -29,7 +31,11 @@ from mars_dist.engine.checkpoint import (
 from mars_dist.engine.metrics import METRICS_FILE, MetricsLogger, ProfilerWindow, device_peak_flops
 from mars_dist.engine.preemption import PREEMPTED_MARKER, PreemptionWatcher, restarted_after_preemption, write_marker
 from mars_dist.engine.rng import deterministic_mode, rank_seed, restore_rng_state, seed_everything
+from mars_dist.engine.exporting import export_model
 from mars_dist.engine.task import Models, Task, trained_names
+from mars_dist.io.atomic import atomic_write_text
+from mars_dist.io.export_migrations import RENAMED_TASKS
+from mars_dist.io.structured import to_dict, to_yaml
 
 # Per-shard lists of the manifest are not needed to rebuild a task's models (export, sampling).
 _DATA_INFO_DROPPED = ("shards", "skipped")
@@ -57,7 +63,7 @@ class TrainResult:
 
 class Trainer:
     """Runs `task` on `backend` over `stream` (an iterable of per-step micro-batch lists with
-    `cursor()`, `micro_batch`, `grad_accum`), resuming from `resume_from` (a committed checkpoint).
+    `cursor()` and `geometry`, its BatchGeometry), resuming from `resume_from` (a committed checkpoint).
 
     `preemption` is the process's installed watcher (mars_dist.train installs it at start-up, so that
     a signal during imports, data set-up or checkpoint loading counts too); without one, signals are
@@ -137,12 +143,18 @@ class Trainer:
                         self._save()
                         self._mark_preempted()
                         return self._result(preempted=True)
-                    if cfg.checkpoint.every_steps > 0 and self.step % cfg.checkpoint.every_steps == 0:
+                    if self._due(cfg.stages.validate.every):
+                        self._validate()
+                    if self._due(cfg.checkpoint.every_steps):
                         self._save()
-                    if cfg.train.eval_every > 0 and self.step % cfg.train.eval_every == 0:
+                    if self._due(cfg.stages.media.every):
                         self._log_media()
+                    if self._due(cfg.stages.export.every):
+                        self._export(self.run_dir / "exports" / step_dir_name(self.step))
                 if self.saved_step != self.step:
                     self._save()
+                if cfg.stages.export.on_finish:
+                    self._export(self.run_dir / "export")
             finally:
                 profiler.close()
                 self.logger.close()
@@ -184,7 +196,7 @@ class Trainer:
         self.trained = trained_names(specs)
         if not self.trained:
             raise ValueError(f"task {cfg.task!r} builds no model with an optimizer: nothing to train")
-        self.models = backend.prepare(specs, self.stream.micro_batch, self.stream.grad_accum)
+        self.models = backend.prepare(specs, self.stream.geometry)
         seed_everything(rank_seed(cfg.seed, backend.rank))  # per-rank randomness (dropout, noise)
         if self.resume_from is not None:
             self._restore(self.resume_from)
@@ -192,6 +204,9 @@ class Trainer:
     def _restore(self, directory: Path) -> None:
         backend = self.backend
         state = read_train_state(directory)
+        renamed = RENAMED_TASKS.get(state.get("task"))
+        if renamed is not None:  # a checkpoint of the task's old name: its generator was saved under that name
+            backend.rename_saved_models({renamed: state["task"]})
         backend.load_checkpoint(directory, state["world_size"])
         self.task.load_state_dict(torch.load(directory / TASK_STATE, map_location=backend.device, weights_only=True))
         self.step = state["step"]
@@ -228,14 +243,13 @@ class Trainer:
         cfg, backend = self.cfg, self.backend
         if backend.is_main:
             (self.run_dir / PREEMPTED_MARKER).unlink(missing_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-            self.logger.console(f"resolved config:\n{config_to_yaml(cfg)}")
+            atomic_write_text(self.run_dir / "config.yaml", to_yaml(cfg))
+            self.logger.console(f"resolved config:\n{to_yaml(cfg)}")
             self.logger.console(
                 f"task {cfg.task} | backend {backend.name} | world size {backend.world_size} | device {backend.device} | "
-                f"global batch {self.global_batch} = {backend.world_size} x {self.stream.micro_batch} x "
-                f"{self.stream.grad_accum} accumulation | trains {', '.join(self.trained)}"
+                f"global batch {self.stream.geometry.describe()} | trains {', '.join(self.trained)}"
             )
-        self.logger.start_wandb(cfg.logging.project, cfg.logging.wandb_mode, self.run_dir, self.wandb_run_id, config_to_dict(cfg))
+        self.logger.start_wandb(cfg.logging.project, cfg.logging.wandb_mode, self.run_dir, self.wandb_run_id, to_dict(cfg))
 
     def _on_nonfinite(self, mean_losses: Dict[str, float], local_losses: Dict[str, float]) -> None:
         message = (f"non-finite loss at step {self.step} (0-based) on at least one rank: mean over ranks {mean_losses}, "
@@ -261,10 +275,10 @@ class Trainer:
             "nonfinite_skips": self.nonfinite_skips,
             "wandb_run_id": self.wandb_run_id,
             "data_info": {k: v for k, v in self.task.data_info.items() if k not in _DATA_INFO_DROPPED},
-            "config": config_to_dict(self.cfg),
+            "config": to_dict(self.cfg),
             "saved_at": time.time(),
         }
-        self.last_checkpoint = self.checkpointer.save(self.step, train_state, self.task.state_dict(), config_to_yaml(self.cfg))
+        self.last_checkpoint = self.checkpointer.save(self.step, train_state, self.task.state_dict(), to_yaml(self.cfg))
         self.saved_step = self.step
         self.logger.console(f"checkpoint {self.last_checkpoint} committed in {time.perf_counter() - started:.2f} s")
 
@@ -273,6 +287,30 @@ class Trainer:
             write_marker(self.run_dir, self.last_checkpoint)
         self.logger.console(f"preempted (signal {self.preemption.received or 'on another rank'}): "
                             f"checkpoint {self.last_checkpoint} written, exiting for requeue")
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def _validate(self) -> None:
+        with torch.no_grad(), self.backend.autocast():
+            items = self.task.validate(self.step, self.models)
+        if items:
+            self.logger.log(self.step, items)
+
+    def _export(self, out_dir: Path) -> None:
+        """The export stage: the task's model (stages.export.model, else the task's default) as
+        consolidated weights + config.json, written by rank 0. Collective."""
+        model = self.cfg.stages.export.model or self.task.default_export_model()
+        if model is None:
+            return
+        started = time.perf_counter()
+        path = export_model(self.backend, self.task, model, out_dir, self.cfg.audio, self._provenance(model))
+        self.logger.console(f"exported {model} to {path} in {time.perf_counter() - started:.2f} s")
+
+    def _provenance(self, model: str) -> Dict[str, Any]:
+        return {"model": model, "task": self.cfg.task, "step": self.step, "checkpoint": str(self.last_checkpoint),
+                "backend": self.backend.name,
+                "data_info": {k: v for k, v in self.task.data_info.items() if k not in _DATA_INFO_DROPPED}}
 
     def _log_media(self) -> None:
         if self.valid_batch is None:

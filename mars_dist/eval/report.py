@@ -1,6 +1,6 @@
 """A QUICK report on an exported tokenizer + AR: a handful of numbers that say "it learned", in a minute on a CPU.
 
-    python -m mars_dist.eval.report --tokenizer TOK_EXPORT --ar AR_EXPORT --shards VALID_SHARDS --out DIR \\
+    mars-report --tokenizer TOK_EXPORT --model GENERATOR_EXPORT --shards VALID_SHARDS --out DIR \\
         [--pitches 48 60 72] [--per-pitch 4] [--gl-iters N] [--limit N] [--cfg 3.0] [--top-p 0.95] [--seed 0]
 
 (a) Tokenizer, on the validation notes (manifest order, the first --limit): mel-MSE / mel-MAE under
@@ -36,15 +36,18 @@ import torch
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.audio.griffinlim import spectral_convergence
 from mars_dist.audio.mel import mel_mse_mae
-from mars_dist.cli import run_cli
+from mars_dist.cli import make_parser, run_cli
 from mars_dist.errors import UserValueError
 from mars_dist.eval.notes import (REFERENCE_FLAC, REFERENCE_GRIFFIN_LIM, Notes, Reconstruction,  # noqa: F401 (re-exported)
                                    griffin_lim_audio, read_validation_notes, reconstruct)
 from mars_dist.eval.pitch import pitch_hits
 from mars_dist.eval.runner.output import check_finite
-from mars_dist.generation.generator import Generator, SamplingSettings, add_sampling_arguments, sampling_settings
+from mars_dist.generation.flags import (add_sampling_arguments, add_speed_arguments, check_sampling_arguments,
+                                        families_for_help, options_for)
+from mars_dist.generation.generator import Generator
 from mars_dist.generation.notes import LabelSet
 from mars_dist.io.atomic import atomic_write_text
+from mars_dist.models.generators.options import SamplingOptions
 
 REPORT_FORMAT = "mars_dist.quick_report/1"
 METRICS_FILE = "metrics.json"
@@ -74,14 +77,14 @@ def griffin_lim_floor(frontend: AudioFrontend, cmx_NCHW: torch.Tensor, wave_ref_
 
 
 # --------------------------------------------------------------------------- (b) AR pitch
-def generate_waves(gen: Generator, label_sets: Sequence[LabelSet], settings: SamplingSettings,
+def generate_waves(gen: Generator, label_sets: Sequence[LabelSet], options: SamplingOptions,
                    generator: torch.Generator, batch: int) -> torch.Tensor:
     """Audio [N, num_samples] of one generated note per label set."""
-    return torch.cat([notes.wave_BN.cpu() for notes in gen.generate(label_sets, settings, generator, batch)])
+    return torch.cat([notes.wave_BN.cpu() for notes in gen.generate(label_sets, options, generator, batch)])
 
 
 def pitch_report(gen: Generator, notes: Notes, recon_wave_NT: torch.Tensor, pitches: Sequence[int],
-                 per_pitch: int, settings: SamplingSettings, seed: int, batch: int = 16) -> Dict[str, Any]:
+                 per_pitch: int, options: SamplingOptions, seed: int, batch: int = 16) -> Dict[str, Any]:
     """Fractions of notes whose f0 is within a semitone of their pitch: generated (conditional,
     unconditional = chance), real validation notes and their reconstructions (ceilings)."""
     if not pitches or per_pitch < 1:
@@ -89,16 +92,16 @@ def pitch_report(gen: Generator, notes: Notes, recon_wave_NT: torch.Tensor, pitc
     sr = gen.frontend.cfg.stft.sample_rate
     requested_N = torch.tensor([p for p in pitches for _ in range(per_pitch)])
     generator = gen.rng(seed)
-    conditional = pitch_hits(generate_waves(gen, [{"pitch": int(p)} for p in requested_N], settings, generator, batch),
+    conditional = pitch_hits(generate_waves(gen, [{"pitch": int(p)} for p in requested_N], options, generator, batch),
                              requested_N, sr)
-    unconditional = pitch_hits(generate_waves(gen, [{}] * len(requested_N), settings, generator, batch), requested_N, sr)
+    unconditional = pitch_hits(generate_waves(gen, [{}] * len(requested_N), options, generator, batch), requested_N, sr)
     return {
         "pitches": [int(p) for p in pitches],
         "per_pitch": per_pitch,
-        "cfg": settings.cfg_scale,
-        "top_k": settings.top_k,
-        "top_p": settings.top_p,
-        "temperature": settings.temperature,
+        "cfg": options.cfg_scale,
+        "top_k": options.top_k,
+        "top_p": options.top_p,
+        "temperature": options.temperature,
         "conditional_match": float(conditional.float().mean()),
         "conditional_match_per_pitch": {str(p): float(conditional[requested_N == p].float().mean()) for p in pitches},
         "unconditional_match": float(unconditional.float().mean()),
@@ -109,7 +112,7 @@ def pitch_report(gen: Generator, notes: Notes, recon_wave_NT: torch.Tensor, pitc
 
 # --------------------------------------------------------------------------- the report
 def quick_report(tokenizer: torch.nn.Module, gen: Optional[Generator], frontend: AudioFrontend,
-                 notes: Notes, pitches: Sequence[int], per_pitch: int, settings: SamplingSettings,
+                 notes: Notes, pitches: Sequence[int], per_pitch: int, options: Optional[SamplingOptions],
                  seed: int = 0, batch: int = 16, device: Optional[torch.device] = None) -> Dict[str, Any]:
     """Both parts of the report as one JSON-ready dict (the generator part is skipped when `gen` is None)."""
     t0 = time.perf_counter()
@@ -128,7 +131,7 @@ def quick_report(tokenizer: torch.nn.Module, gen: Optional[Generator], frontend:
     }
     if gen is not None:
         t1 = time.perf_counter()
-        report["pitch"] = pitch_report(gen, notes, rec.wave_NT, pitches, per_pitch, settings, seed, batch)
+        report["pitch"] = pitch_report(gen, notes, rec.wave_NT, pitches, per_pitch, options, seed, batch)
         report["seconds"]["pitch"] = time.perf_counter() - t1
     return report
 
@@ -161,10 +164,9 @@ def print_table(report: Dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- CLI
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mars-report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser("mars-report", __doc__)
     p.add_argument("--tokenizer", required=True, help="exported tokenizer folder (python -m mars_dist.export)")
-    p.add_argument("--model", "--ar", dest="model", help="exported generator folder, any family (without it: the tokenizer part only)")
+    p.add_argument("--model", help="exported generator folder, any family (without it: the tokenizer part only)")
     p.add_argument("--shards", required=True, help="validation shard set (folder or s3:// prefix)")
     p.add_argument("--out", required=True, help="folder for metrics.json")
     p.add_argument("--pitches", nargs="+", type=int, default=[36, 48, 60, 72, 84], help="MIDI pitches to generate")
@@ -173,13 +175,15 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="Griffin-Lim iterations (default: the tokenizer run's audio.griffin_lim.n_iter)")
     p.add_argument("--limit", type=int, default=0, help="validation notes to use, in manifest order (0 = all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="notes generated together")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    add_sampling_arguments(p)
+    add_sampling_arguments(p, families_for_help(argv))
+    add_speed_arguments(p)
     args = p.parse_args(argv)
-    args.sampling = sampling_settings(p, args)
-    if args.per_pitch < 1 or args.batch < 1 or args.limit < 0 or (args.gl_iters is not None and args.gl_iters < 1):
-        p.error("--per-pitch, --batch and --gl-iters must be >= 1, --limit >= 0")
+    check_sampling_arguments(p, args)
+    if args.per_pitch < 1 or args.batch_size < 1 or args.limit < 0 or (args.gl_iters is not None and args.gl_iters < 1):
+        p.error(f"--per-pitch {args.per_pitch}, --batch-size {args.batch_size}, --gl-iters {args.gl_iters}, --limit "
+                f"{args.limit}: --per-pitch, --batch-size and --gl-iters must be >= 1, --limit >= 0")
     if any(not 0 <= v <= 127 for v in args.pitches):
         p.error(f"--pitches {args.pitches}: MIDI pitches are 0..127")
     return args
@@ -198,7 +202,7 @@ def load_exports(tokenizer_dir: str, model_dir: Optional[str], device: torch.dev
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from mars_dist.engine.device import resolve_device
+    from mars_dist.device import resolve_device
 
     args = parse_args(argv)
     device = resolve_device(args.device, 0, key="--device")
@@ -208,15 +212,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     t0 = time.perf_counter()
     notes = read_validation_notes(args.shards, frontend, args.limit)
     read_s = time.perf_counter() - t0
-    body = quick_report(tokenizer, gen, frontend, notes, args.pitches, args.per_pitch, args.sampling, args.seed,
-                        args.batch, device)
+    options = options_for(gen.family, args) if gen is not None else None
+    body = quick_report(tokenizer, gen, frontend, notes, args.pitches, args.per_pitch, options, args.seed,
+                        args.batch_size, device)
     body["seconds"]["read_notes"] = read_s
     report = {
         "format": REPORT_FORMAT,
         "what": "quick report: tokenizer reconstruction + pitch accuracy of generated notes; not the paper's "
                 "evaluation suite (NDB/k, IS, KID, FAD)",
         "tokenizer_export": str(args.tokenizer),
-        "ar_export": str(args.model) if args.model else None,
+        "generator_export": str(args.model) if args.model else None,
         "training_steps": steps,
         "shards": str(args.shards),
         **body,

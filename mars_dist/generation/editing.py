@@ -31,10 +31,11 @@ from mars_dist.audio import mel as mel_protocol
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.audio.mel import eval_mel
 from mars_dist.errors import UserFileNotFoundError, UserValueError
-from mars_dist.generation.generator import Generator, SamplingSettings
+from mars_dist.generation.generator import Generator
 from mars_dist.generation.notes import labels_to_tensors
 from mars_dist.io.atomic import atomic_write_text
 from mars_dist.io.media import SpectrogramAxes, write_spectrogram_grid, write_wav
+from mars_dist.models.generators.options import SamplingOptions
 
 SILENCE = -1.0  # the log scale's floor (db_min)
 EDITED = "edited"  # the generator's output in EditResult
@@ -54,6 +55,21 @@ class TimeInpaint:
     start_s: float
     end_s: float
     kind = "inpaint"
+
+    def check(self, frontend: AudioFrontend) -> None:
+        """The span must lie inside the note and hold at least one frame (an EditError says why not)."""
+        stft = frontend.cfg.stft
+        length_s = stft.num_samples / stft.sample_rate
+        where = f"inpainting --start {self.start_s:g} --end {self.end_s:g}"
+        if not 0 <= self.start_s < self.end_s:
+            raise EditError(f"{where}: expected 0 <= start < end (seconds)")
+        if self.end_s > length_s:
+            raise EditError(f"{where}: the span runs past the end of the note, which is {length_s:g} s long "
+                            f"({stft.num_samples} samples at {stft.sample_rate} Hz); choose an end <= {length_s:g} s")
+        if not len(self.frames(frontend)):
+            hop_s = stft.hop_length / stft.sample_rate
+            raise EditError(f"{where}: the span holds no STFT frame centre (frames every {hop_s * 1000:g} ms); "
+                            "widen it")
 
     def frames(self, frontend: AudioFrontend) -> range:
         stft = frontend.cfg.stft
@@ -101,6 +117,19 @@ class BandwidthExtension:
 
     cutoff_hz: float
     kind = "bwe"
+
+    def check(self, frontend: AudioFrontend) -> None:
+        """The cutoff must leave at least one bin above it to regenerate and one below it to keep."""
+        stft = frontend.cfg.stft
+        bin_hz = stft.sample_rate / stft.n_fft
+        top_hz = (frontend.spec_shape[0] - 1) * bin_hz
+        where = f"bandwidth extension --cutoff-hz {self.cutoff_hz:g}"
+        if self.cutoff_bin(frontend) >= frontend.spec_shape[0]:
+            raise EditError(f"{where}: removes nothing: the spectrogram's highest bin is centred at {top_hz:g} Hz "
+                            f"({stft.n_fft}-point STFT at {stft.sample_rate} Hz, the Nyquist bin dropped); choose a "
+                            f"cutoff <= {top_hz:g} Hz")
+        if self.cutoff_bin(frontend) == 0:
+            raise EditError(f"{where}: removes the whole note; choose a cutoff > 0 Hz")
 
     def cutoff_bin(self, frontend: AudioFrontend) -> int:
         """First regenerated bin: bin f is centred at f * sample_rate / n_fft Hz."""
@@ -203,13 +232,12 @@ class EditResult:
 
 @torch.no_grad()
 def edit_notes(gen: Generator, wave_NT: torch.Tensor, edit, label_sets: Sequence[Mapping[str, int]],
-               settings: SamplingSettings, generator: torch.Generator, batch_size: int = 16) -> EditResult:
+               options: SamplingOptions, generator: torch.Generator, batch_size: int = 16) -> EditResult:
     """Applies `edit` to the notes `wave_NT` (one label set per note) with `gen` and the baselines,
     `batch_size` notes at a time drawing from `generator`; measures every method."""
     fe = gen.frontend
+    edit.check(fe)
     keep_FT = edit.keep_FT(fe)
-    if keep_FT.all() or not keep_FT.any():
-        raise EditError(f"{edit.describe()}: the edit {'removes nothing' if keep_FT.all() else 'removes the whole note'}")
     if len(label_sets) != len(wave_NT):
         raise EditError(f"{len(wave_NT)} notes but {len(label_sets)} label sets: give one per note")
     if batch_size < 1:
@@ -226,7 +254,7 @@ def edit_notes(gen: Generator, wave_NT: torch.Tensor, edit, label_sets: Sequence
         log_BFT = fe.cmx_to_log(x_BCHW)
         idx_list = gen.tokenizer.encode(x_BCHW.to(gen.device))
         labels = labels_to_tensors(list(label_sets[start:start + B]), gen.device)
-        edited = gen.edit(idx_list, [m.expand(B, -1, -1) for m in keep_masks], labels, settings, generator)
+        edited = gen.edit(idx_list, [m.expand(B, -1, -1) for m in keep_masks], labels, options, generator)
 
         def decoded_into_input(idx: Sequence[torch.Tensor]) -> torch.Tensor:
             """Decoded tokens where the edit removed the note, the input itself where it kept it."""

@@ -1,67 +1,27 @@
-"""The Generator interface: what sampling, evaluation and benchmarks need from any generator family.
+"""The Generator: what sampling, editing, evaluation and benchmarks need from any generator family.
 
 A generator produces the tokenizer's token maps (one LongTensor [B, h_k, w_k] per scale of the
 tokenizer's schedule) for a batch of label sets; the tokenizer turns them into a CMX tensor and the
-audio front-end into a waveform. Those last two stages are the same for every family and live
-here, each on its own so they can be timed apart.
+audio front-end into a waveform. How the token maps are drawn is the family's (its spec,
+mars_dist/models/generators/family.py, with its own sampling options); the last two stages are the
+same for every family and live here, each on its own so they can be timed apart.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Iterator, List, Mapping, Optional, Sequence
 
 import torch
+from torch import nn
 
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.errors import UserValueError
 from mars_dist.generation.notes import LabelSet, labels_to_tensors
+from mars_dist.models.generators.family import GeneratorFamily
+from mars_dist.models.generators.options import SamplingOptions
 from mars_dist.models.int8 import quantize_linears
-
-
-@dataclass
-class SamplingSettings:
-    cfg_scale: float = 3.0   # guidance at the last step/scale (ramped linearly from 1; 1 = none)
-    top_k: int = 0           # keep the k most likely codes (0 = all)
-    top_p: float = 0.95      # nucleus mass (0 or 1 = off)
-    temperature: float = 1.0  # 0 = greedy
-    iterations: Optional[int] = None  # iterative decoders (MaskGIT): passes per note (None = the export's)
-
-
-def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """The sampling flags every command that generates notes takes (mars_dist.sample, mars_dist.evaluate,
-    the quick report), with SamplingSettings' defaults; read them back with `sampling_settings(args)`."""
-    d = SamplingSettings()
-    group = parser.add_argument_group("sampling")
-    group.add_argument("--cfg", type=float, default=d.cfg_scale,
-                       help="guidance at the last step/scale (ramped linearly from 1; 1 = none)")
-    group.add_argument("--top-k", type=int, default=d.top_k, help="keep the k most likely codes (0 = all)")
-    group.add_argument("--top-p", type=float, default=d.top_p, help="nucleus mass (0 or 1 = off)")
-    group.add_argument("--temperature", type=float, default=d.temperature, help="softmax temperature (0 = greedy)")
-    group.add_argument("--iterations", type=int, default=d.iterations,
-                       help="iterative decoders (MaskGIT): passes per note (default: the export's, 16)")
-    group.add_argument("--compile", action="store_true",
-                       help="torch.compile the transformer (the first batch compiles, tens of seconds on a CPU; "
-                            "pays off from a few dozen notes)")
-    group.add_argument("--int8", action="store_true",
-                       help="CPU: int8 weights and activations in the transformer's and the tokenizer decoder's "
-                            "matmuls (~2x the bf16 GEMM rate; a measured, small change of the notes: docs/ar.md); "
-                            "needs a C++ compiler, like --compile")
-
-
-def sampling_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SamplingSettings:
-    """SamplingSettings from the flags of `add_sampling_arguments`; a bad value is the parser's error (exit 2)."""
-    problems = [(args.top_k < 0, f"--top-k {args.top_k}: must be >= 0"),
-                (not 0.0 <= args.top_p <= 1.0, f"--top-p {args.top_p}: must be in [0, 1]"),
-                (args.temperature < 0, f"--temperature {args.temperature}: must be >= 0"),
-                (args.iterations is not None and args.iterations < 1, f"--iterations {args.iterations}: must be >= 1")]
-    for bad, message in problems:
-        if bad:
-            parser.error(message)
-    return SamplingSettings(cfg_scale=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-                            iterations=args.iterations)
 
 
 @dataclass
@@ -73,16 +33,17 @@ class GeneratedBatch:
 
 
 class Generator(ABC):
-    """A trained generator over one tokenizer's token maps, on one device.
+    """Anything that draws the tokenizer's token maps for label sets, on one device: a family's
+    trained model (FamilyGenerator), or a deliberately bad generator of the evaluation benchmark.
 
-    `dtype=torch.bfloat16` is for the subclass's model weights (at batch 1 generation is bound by
-    reading weights, so half the bytes is most of the gain); the tokenizer's decoder then runs
-    under bf16 autocast, while code lookups and Griffin-Lim stay in float32.
+    `dtype=torch.bfloat16` is for the model's weights (at batch 1 generation is bound by reading
+    weights, so half the bytes is most of the gain); the tokenizer's decoder then runs under bf16
+    autocast, while code lookups and Griffin-Lim stay in float32.
     """
 
-    task: str = ""  # the task whose exports this generator loads (set by register_generator)
+    name: str = "generator"
 
-    def __init__(self, tokenizer: torch.nn.Module, frontend: AudioFrontend, device: torch.device,
+    def __init__(self, tokenizer: nn.Module, frontend: AudioFrontend, device: torch.device,
                  dtype: torch.dtype = torch.float32):
         if tuple(tokenizer.in_shape) != tuple(frontend.cmx_shape):
             raise UserValueError(f"the tokenizer expects CMX {tuple(tokenizer.in_shape)}, the audio config gives "
@@ -91,32 +52,31 @@ class Generator(ABC):
         self.frontend = frontend
         self.device, self.dtype = device, dtype
 
+    def options(self, **values: Any) -> SamplingOptions:
+        """The sampling options this generator takes (`values` overriding the defaults)."""
+        return SamplingOptions(**values)
+
     @abstractmethod
-    def tokens(self, labels: Mapping[str, torch.Tensor], batch: int, settings: SamplingSettings,
+    def tokens(self, labels: Mapping[str, torch.Tensor], batch: int, options: SamplingOptions,
                generator: Optional[torch.Generator]) -> List[torch.Tensor]:
         """Token maps for `batch` notes with these labels (dict of LongTensors [batch]; missing = any)."""
 
     def edit(self, idx_list: Sequence[torch.Tensor], keep_masks: Sequence[torch.Tensor],
-             labels: Mapping[str, torch.Tensor], settings: SamplingSettings,
+             labels: Mapping[str, torch.Tensor], options: SamplingOptions,
              generator: Optional[torch.Generator]) -> List[torch.Tensor]:
         """Regenerates the tokens where `keep_masks` (bool, one [B, h_k, w_k] per scale) is False and
-        keeps the others; families that cannot condition on kept tokens say so."""
-        raise UserValueError(f"the {self.task or type(self).__name__} generator cannot edit notes")
+        keeps the others; a generator that cannot condition on kept tokens says so."""
+        raise UserValueError(f"the {self.name} generator cannot edit notes")
 
-    def sequential_steps(self, settings: SamplingSettings) -> int:
-        """Forward passes per note that must run one after the other (0 = the family does not say)."""
+    def sequential_steps(self, options: SamplingOptions) -> int:
+        """Forward passes per note that must run one after the other (0 = it does not say)."""
         return 0
 
-    def compile(self) -> "Generator":
-        """Runs the generator's transformer code through torch.compile from the next call on (the
-        first call compiles). Same distribution; tokens equal up to float rounding. Default: nothing."""
-        return self
-
     def int8(self) -> "Generator":
-        """Int8 matmuls (models/int8.py) in the decode stage, and in subclasses their transformer, in
-        place, for CPU inference. The decoder quantized is the generator's own copy (sharing the
-        encoder and quantizer, which are not changed): whoever else holds the tokenizer, such as the
-        evaluation's reconstructions, keeps decoding in float."""
+        """Int8 matmuls (models/int8.py) in the decode stage, in place, for CPU inference. The decoder
+        quantized is the generator's own copy (sharing the encoder and quantizer, which are not
+        changed): whoever else holds the tokenizer, such as the evaluation's reconstructions, keeps
+        decoding in float."""
         if self.device.type != "cpu":
             raise UserValueError(f"--int8: int8 matmuls are for CPUs (device {self.device}); on a GPU use bf16")
         check_cpp_compiler("--int8")
@@ -140,16 +100,68 @@ class Generator(ABC):
         """The seeded random stream `generate` draws from (one per run makes a run reproducible)."""
         return torch.Generator(self.device).manual_seed(seed)
 
-    def generate(self, label_sets: Sequence[LabelSet], settings: SamplingSettings, generator: torch.Generator,
+    def generate(self, label_sets: Sequence[LabelSet], options: SamplingOptions, generator: torch.Generator,
                  batch_size: int) -> Iterator[GeneratedBatch]:
         """Notes for `label_sets`, `batch_size` at a time, drawing from `generator` (see `rng`)."""
         if batch_size < 1:
             raise UserValueError(f"batch size {batch_size}: must be >= 1")
         for start in range(0, len(label_sets), batch_size):
             chunk = list(label_sets[start:start + batch_size])
-            idx_list = self.tokens(labels_to_tensors(chunk, self.device), len(chunk), settings, generator)
+            idx_list = self.tokens(labels_to_tensors(chunk, self.device), len(chunk), options, generator)
             cmx_BCHW = self.spectrogram(idx_list)
             yield GeneratedBatch(chunk, idx_list, cmx_BCHW, self.audio(cmx_BCHW))
+
+
+class FamilyGenerator(Generator):
+    """A generator family's trained model: sampling, editing, accounting and speed-ups as its spec says."""
+
+    def __init__(self, family: GeneratorFamily, model: nn.Module, tokenizer: nn.Module, frontend: AudioFrontend,
+                 device: torch.device, dtype: torch.dtype = torch.float32):
+        super().__init__(tokenizer, frontend, device, dtype)
+        self.family = family
+        self.model = model.to(device=device, dtype=dtype).eval()
+
+    @property
+    def name(self) -> str:
+        """The family's name as configs and exports write it."""
+        return self.family.key
+
+    def options(self, **values: Any) -> SamplingOptions:
+        return self.family.default_options(**values)
+
+    def tokens(self, labels: Mapping[str, torch.Tensor], batch: int, options: SamplingOptions,
+               generator: Optional[torch.Generator]) -> List[torch.Tensor]:
+        return self.family.sample(self.model, self.tokenizer.quantizer, labels, batch, options, generator)
+
+    def edit(self, idx_list: Sequence[torch.Tensor], keep_masks: Sequence[torch.Tensor],
+             labels: Mapping[str, torch.Tensor], options: SamplingOptions,
+             generator: Optional[torch.Generator]) -> List[torch.Tensor]:
+        if not self.family.can_edit:
+            return super().edit(idx_list, keep_masks, labels, options, generator)
+        scales = self.tokenizer.quantizer.scales
+        shapes = [tuple(t.shape[1:]) for t in idx_list]
+        if shapes != [tuple(s) for s in scales] or [tuple(m.shape) for m in keep_masks] != [tuple(t.shape) for t in idx_list]:
+            raise UserValueError(f"edit: token maps {[tuple(t.shape) for t in idx_list]} and keep masks "
+                                 f"{[tuple(m.shape) for m in keep_masks]} must both be [B, h, w] for the scales {scales}")
+        return self.family.sample(self.model, self.tokenizer.quantizer, labels, idx_list[0].shape[0], options, generator,
+                                  known=[t.to(self.device) for t in idx_list],
+                                  keep=[m.to(self.device, torch.bool) for m in keep_masks])
+
+    def sequential_steps(self, options: SamplingOptions) -> int:
+        return self.family.sequential_steps(self.model, options)
+
+    def compile(self) -> "FamilyGenerator":
+        """Runs the model's tensor code through torch.compile from the next call on (the first call
+        compiles). Same distribution; tokens equal up to float rounding."""
+        if self.device.type == "cpu":
+            check_cpp_compiler("--compile")
+        self.family.compile(self.model)
+        return self
+
+    def int8(self) -> "FamilyGenerator":
+        super().int8()
+        self.family.quantize_int8(self.model)
+        return self
 
 
 def check_cpp_compiler(flag: str) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -70,10 +70,10 @@ def write_wav(wave_N: torch.Tensor, sample_rate: int, path: str) -> None:
     atomic_write(path, lambda tmp: soundfile.write(tmp, wave_N.numpy(), sample_rate, format="WAV", subtype="PCM_16"))
 
 
-def wandb_image(path: str) -> Any:
+def wandb_image(path: str, caption: Optional[str] = None) -> Any:
     import wandb
 
-    return wandb.Image(path)
+    return wandb.Image(path, caption=caption)
 
 
 def wandb_audio(path: str, sample_rate: int, caption: str) -> Any:

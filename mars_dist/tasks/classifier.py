@@ -6,11 +6,11 @@ trains on the shards like every task (any backend, any launcher), from the store
 turned back into log spectrograms (a lossless reshape); evaluation gives it the same log
 spectrogram computed from audio, by the same front-end.
 
-Loss = CE(pitch) + family_weight * CE(instrument family). Every `train.eval_every` steps (and so
-at the end when max_steps is a multiple of it) the accuracy of each head on `data.valid_shards` is
-measured, printed, logged to wandb ("valid/pitch_accuracy", "valid/family_accuracy") and stored in
-the model's buffers, so the checkpoint of that step and the export carry it. Without validation
-shards nothing is measured (the buffers keep -1).
+Loss = CE(pitch) + family_weight * CE(instrument family). The validation stage (every
+`stages.validate.every` steps, and so at the end when max_steps is a multiple of it) measures the
+accuracy of each head on `data.valid_shards`, prints it, logs it ("valid/pitch_accuracy",
+"valid/family_accuracy") and stores it in the model's buffers, so the checkpoint of that step and
+the export carry it. Without validation shards nothing is measured (the buffers keep -1).
 """
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mars_dist.audio.frontend import AudioFrontend
-from mars_dist.engine import distributed
 from mars_dist.engine import schedule as lr_schedule
 from mars_dist.engine.optim import adamw_factory
 from mars_dist.engine.task import Models, ModelSpec, Task
+from mars_dist.io.exports import ExportSpec
+from mars_dist.io.structured import field_values
 from mars_dist.models.classifier.config import ClassifierConfig
 from mars_dist.models.classifier.model import NoteClassifier
-from mars_dist.engine.full_params import full_named_parameters
+from mars_dist.parallel.context import ParallelContext
 from mars_dist.tasks.registry import register_task
 
 MODEL = "classifier"
@@ -60,14 +61,6 @@ def log_spectrogram(frontend: AudioFrontend, cmx_BCHW: torch.Tensor) -> torch.Te
     return frontend.cmx_to_log(cmx_BCHW)
 
 
-def _rank_and_world() -> tuple:
-    """This process's place in the training run's process group ((0, 1) without one)."""
-    if not distributed.is_initialized():
-        return 0, 1
-    info = distributed.launcher_info()
-    return info.rank, info.world_size
-
-
 @torch.no_grad()
 def head_hits(model: nn.Module, log_BFT: torch.Tensor, pitch_B: torch.Tensor, family_B: torch.Tensor) -> torch.Tensor:
     """float64 [3]: correct pitch predictions, correct family predictions, notes."""
@@ -87,10 +80,14 @@ class ClassifierTask(Task):
         self._valid_reader = None
         self._flops_per_sample: Optional[float] = None
 
-    def build_model(self, name: str = MODEL) -> nn.Module:
+    def export_spec(self, name: str) -> ExportSpec:
         if name != MODEL:
-            return super().build_model(name)
-        return NoteClassifier(self.settings, self.frontend.spec_shape)
+            return super().export_spec(name)
+        return ExportSpec("classifier", field_values(self.settings, ClassifierConfig),
+                          {"spec_shape": list(self.frontend.spec_shape)})
+
+    def default_export_model(self) -> Optional[str]:
+        return MODEL
 
     def build_models(self) -> Dict[str, ModelSpec]:
         return {MODEL: ModelSpec(NoteClassifier(self.settings, self.frontend.spec_shape), adamw_factory(self.cfg.optim),
@@ -133,14 +130,7 @@ class ClassifierTask(Task):
         return self._flops_per_sample
 
     # ------------------------------------------------------------------ validation
-    def after_step(self, step: int, models: Models) -> None:
-        """Validation every train.eval_every steps, here rather than in log_media: the trainer commits
-        that step's checkpoint before it logs media, and the checkpoint must hold the new figure."""
-        done = step + 1
-        if self.cfg.data.valid_shards and self.cfg.train.eval_every > 0 and done % self.cfg.train.eval_every == 0:
-            self.validate(done, models)
-
-    def _validation_hits(self, model: nn.Module, device: torch.device) -> torch.Tensor:
+    def _validation_hits(self, model: nn.Module, device: torch.device, parallel: ParallelContext) -> torch.Tensor:
         """float64 [3] summed over ranks: each rank measures its strided share of the validation notes."""
         s = self.settings
         if self._valid_reader is None:
@@ -149,38 +139,33 @@ class ClassifierTask(Task):
             _, self._valid_reader = open_shard_set(self.cfg.data.valid_shards, self.cfg.audio,
                                                    self.cfg.data.storage_options, with_audio=False)
         reader = self._valid_reader
-        rank, world = _rank_and_world()
-        mine = list(range(min(s.valid_limit or len(reader), len(reader))))[rank::world]
+        mine = list(range(min(s.valid_limit or len(reader), len(reader))))[parallel.rank::parallel.world_size]
         hits = torch.zeros(3, dtype=torch.float64)
         for start in range(0, len(mine), s.valid_batch):
             samples = [reader[i] for i in mine[start:start + s.valid_batch]]
             cmx = torch.stack([torch.from_numpy(x["cmx"]) for x in samples]).to(device).float()
             labels = {k: torch.tensor([x[k] for x in samples], device=device) for k in ("pitch", "instrument_family")}
             hits += head_hits(model, log_spectrogram(self.frontend, cmx), labels["pitch"], labels["instrument_family"])
-        # on the device (nccl reduces CUDA tensors only); a mean of integer counts times the world size
-        # is exact up to rounding: round it back
-        return (distributed.all_reduce_mean(hits.to(device)) * world).round().cpu()
+        # on the device (nccl reduces CUDA tensors only); integer counts, exact in float64
+        return parallel.all_reduce_sum(hits.to(device)).cpu()
 
     @torch.no_grad()
-    def validate(self, step: int, models: Models) -> None:
+    def validate(self, step: int, models: Models) -> Dict[str, Any]:
         """Accuracy per head on data.valid_shards, into the model's buffers on every rank (collective:
         each rank measures its share with a plain copy of the full weights, the counts are summed)."""
+        if not self.cfg.data.valid_shards:
+            return {}
+        parallel = models.parallel
         live = models.unwrap(MODEL)
         device = next(live.buffers()).device
         copy = NoteClassifier(self.settings, self.frontend.spec_shape).to(device).eval()
-        with full_named_parameters(live) as full:
+        with parallel.full_named_parameters(live) as full:
             copy.load_state_dict({**{k: v.detach() for k, v in full.items()}, **dict(live.named_buffers())})
-        hits = self._validation_hits(copy, device)
+        hits = self._validation_hits(copy, device, parallel)
         live.set_validation(float(hits[0] / hits[2]), float(hits[1] / hits[2]), int(hits[2]), step)
-        if _rank_and_world()[0] == 0:
-            v = live.validation()
+        v = live.validation()
+        if parallel.is_main:
             print(f"[{time.strftime('%H:%M:%S')}] step {step} | validation accuracy: pitch {v['valid_pitch_accuracy']:.1%}, "
                   f"instrument family {v['valid_family_accuracy']:.1%} ({int(hits[2])} notes of "
                   f"{self.cfg.data.valid_shards})", flush=True)
-
-    def log_media(self, step: int, models: Models, batch: Dict[str, Any], out_dir: Optional[str]) -> Dict[str, Any]:
-        """The validation accuracy measured at this step, for wandb (rank 0)."""
-        v = models.unwrap(MODEL).validation()
-        if out_dir is None or v["valid_step"] != step:
-            return {}
         return {"valid/pitch_accuracy": v["valid_pitch_accuracy"], "valid/family_accuracy": v["valid_family_accuracy"]}

@@ -33,13 +33,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from mars_dist.engine import schedule as lr_schedule
 from mars_dist.engine.optim import adamw_factory
 from mars_dist.engine.task import BackwardFn, ModelSpec, Models, Task
+from mars_dist.io.exports import ExportSpec
 from mars_dist.io.media import SpectrogramAxes, wandb_audio, wandb_image, write_spectrogram_grid, write_wav
+from mars_dist.io.structured import field_values
 from mars_dist.models.ema import ema_decay_at, ema_update, frozen_copy
-from mars_dist.engine.full_params import full_named_parameters
 from mars_dist.models.tokenizer.config import DiscriminatorConfig, TokenizerConfig
 from mars_dist.models.tokenizer.model import SpectrogramTokenizer
 from mars_dist.models.tokenizer.patchgan import PatchGANDiscriminator, generator_adversarial, gradient_into, hinge_d_loss
 from mars_dist.models.tokenizer.vit import patch_grid
+from mars_dist.parallel.context import ParallelContext
 from mars_dist.tasks.registry import register_task
 
 EMA_NAME = "tokenizer_ema"
@@ -73,9 +75,9 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def refresh_shadow(shadow: nn.Module, live: nn.Module) -> nn.Module:
+def refresh_shadow(shadow: nn.Module, live: nn.Module, parallel: ParallelContext) -> nn.Module:
     """Copies the live (possibly sharded: collective) weights and buffers into the plain `shadow`."""
-    with full_named_parameters(live) as full:
+    with parallel.full_named_parameters(live) as full:
         for name, p in shadow.named_parameters():
             p.copy_(full[name])
     live_buffers = dict(live.named_buffers())
@@ -107,12 +109,16 @@ class TokenizerTask(Task):
             EMA_NAME: ModelSpec(frozen_copy(tokenizer)),
         }
 
-    def build_model(self, name: str) -> nn.Module:
+    def export_spec(self, name: str) -> ExportSpec:
         if name == "discriminator":
-            return PatchGANDiscriminator(self.in_shape[0], self.settings.disc)
+            return ExportSpec("patchgan", field_values(self.settings.disc, DiscriminatorConfig), {"in_channels": self.in_shape[0]})
         if name in ("tokenizer", EMA_NAME):
-            return SpectrogramTokenizer(self.settings, self.in_shape)
-        return super().build_model(name)
+            return ExportSpec("tokenizer", field_values(self.settings, TokenizerConfig), {"cmx_shape": list(self.in_shape)})
+        return super().export_spec(name)
+
+    def default_export_model(self) -> Optional[str]:
+        """The EMA weights: what the evaluation and the generators use."""
+        return EMA_NAME
 
     # ------------------------------------------------------------------ losses
     def micro_step(self, batch: Dict[str, Any], models: Models, step: int, backward: BackwardFn) -> Dict[str, torch.Tensor]:
@@ -127,7 +133,7 @@ class TokenizerTask(Task):
         adversarial = tcfg.lambda_adv > 0 and step >= tcfg.disc.start_step
         if adversarial:
             # Off the training graph, through the shadow discriminator (see the module docstring).
-            shadow = refresh_shadow(self._disc_shadow.to(recon.device), models.unwrap("discriminator"))
+            shadow = refresh_shadow(self._disc_shadow.to(recon.device), models.unwrap("discriminator"), models.parallel)
             adv = generator_adversarial(shadow, recon, lambda y: tcfg.lambda_recon * reconstruction_loss(y, x),
                                         tcfg.lambda_adv, tcfg.disc.max_adaptive_weight)
             g_adv, ada_weight = adv.g_loss, adv.weight
@@ -158,8 +164,8 @@ class TokenizerTask(Task):
 
     def after_step(self, step: int, models: Models) -> None:
         live = models.unwrap("tokenizer")
-        live.quantizer.restart_dead_codes()
-        ema_update(models.unwrap(EMA_NAME), live, ema_decay_at(step, self.settings.ema_decay))
+        live.quantizer.restart_dead_codes(models.parallel)
+        ema_update(models.unwrap(EMA_NAME), live, ema_decay_at(step, self.settings.ema_decay), models.parallel)
 
     # ------------------------------------------------------------------ accounting
     def tokens_per_sample(self) -> int:

@@ -10,107 +10,30 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from mars_dist.engine import distributed
-from mars_dist.engine.backend import Backend
-from mars_dist.engine.backends._common import (
-    BACKEND_STATE_FILE,
-    LrSchedule,
-    TorchDistributedCollectives,
-    check_backend_state,
-    freeze,
-    load_frozen,
-    save_frozen,
-    trained_entry,
-    write_json_atomic,
-)
-from mars_dist.engine.device import resolve_autocast_dtype, resolve_device
-from mars_dist.engine.task import ModelSpec, Models
+from mars_dist.device import resolve_autocast_dtype, resolve_device
+from mars_dist.engine.backend import Backend, trained_entry
+from mars_dist.engine.backends._common import (BACKEND_STATE_FILE, check_backend_state, load_frozen, save_frozen,
+                                               saved_lr_steps, write_json_atomic)
+from mars_dist.engine.backends.deepspeed_config import deepspeed_config
+from mars_dist.engine.backends.zero_context import ZeROContext
+from mars_dist.engine.checkpoint import CheckpointError
+from mars_dist.engine.task import ModelSpec
+from mars_dist.parallel import process_group
+from mars_dist.parallel.sharding import sharding_plan
 
 STATE_TAG = "state"
 UNIVERSAL_TAG = "state_universal"
-_BATCH_KEYS = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
-
-
-def deepspeed_config(cfg: Any, micro_batch: int, grad_accum: int, world_size: int, on_gpu: bool) -> Dict[str, Any]:
-    """The DeepSpeed JSON config of this run: generated from the run config, or read from
-    `engine.deepspeed.config_file` with the run's numbers filled in.
-
-    The run config owns the batch size and the clipping threshold (so a run means the same thing
-    on any number of processes and on every backend): a file writes "auto" for them or leaves them
-    out, and a number that contradicts the run is an error. `bf16.enabled: "auto"` means "on GPU".
-    """
-    ds_cfg = cfg.engine.deepspeed
-    owned_by_run = {
-        "train_micro_batch_size_per_gpu": micro_batch,
-        "gradient_accumulation_steps": grad_accum,
-        "train_batch_size": micro_batch * grad_accum * world_size,
-        "gradient_clipping": cfg.optim.grad_clip,
-    }
-    if ds_cfg.config_file:
-        config = _read_config_file(Path(ds_cfg.config_file), owned_by_run, world_size)
-    else:
-        if ds_cfg.zero_stage not in (1, 2, 3):
-            raise ValueError(f"engine.deepspeed.zero_stage={ds_cfg.zero_stage!r}: expected 1, 2 or 3")
-        zero: Dict[str, Any] = {"stage": ds_cfg.zero_stage}
-        if ds_cfg.offload_optimizer:
-            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
-        wants_bf16 = resolve_autocast_dtype(cfg.engine.mixed_precision, torch.device("cuda" if on_gpu else "cpu")) is not None
-        config = {"zero_optimization": zero, "bf16": {"enabled": on_gpu and wants_bf16}}
-    config.update(owned_by_run)
-    bf16 = config.setdefault("bf16", {"enabled": False})
-    if bf16.get("enabled") == "auto":
-        bf16["enabled"] = on_gpu
-    if bf16.get("enabled") and not on_gpu:
-        raise ValueError(f"{ds_cfg.config_file or 'DeepSpeed config'}: bf16.enabled is true but the run is on the CPU (fp32 only); use \"auto\"")
-    offload = config["zero_optimization"].get("offload_optimizer")
-    if offload and not on_gpu:
-        offload["pin_memory"] = False  # there is no pinned host memory without a GPU
-    # The task hands DeepSpeed a plain torch optimizer (same hyper-parameters on every backend).
-    config["zero_allow_untested_optimizer"] = True
-    config["zero_force_ds_cpu_optimizer"] = False
-    config.setdefault("steps_per_print", 2**31 - 1)
-    config.setdefault("wall_clock_breakdown", False)
-    return config
-
-
-def _read_config_file(path: Path, owned_by_run: Dict[str, Any], world_size: int) -> Dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"engine.deepspeed.config_file={str(path)!r}: no such file")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON: {err}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level")
-    for key in ("optimizer", "scheduler"):
-        if key in config:
-            raise ValueError(
-                f"{path}: key {key!r} is not allowed: the task builds the optimizer and the lr schedule "
-                "(optim.* in the run config); remove it"
-            )
-    for key, value in owned_by_run.items():
-        given = config.get(key, "auto")
-        if given != "auto" and given != value:
-            raise ValueError(
-                f"{path}: {key}={given!r} contradicts the run config, which gives {key}={value} on {world_size} "
-                f"process(es) (data.batch_size, optim.grad_clip); write \"auto\" or leave it out"
-            )
-    stage = config.get("zero_optimization", {}).get("stage")
-    if stage not in (1, 2, 3):
-        raise ValueError(f"{path}: zero_optimization.stage={stage!r}: expected 1, 2 or 3")
-    return config
 
 
 def _free_port() -> int:
@@ -139,7 +62,7 @@ def _optimizer_step_disabled(torch_optimizer: torch.optim.Optimizer) -> Iterator
         del torch_optimizer.step
 
 
-class DeepSpeedBackend(TorchDistributedCollectives, Backend):
+class DeepSpeedBackend(Backend):
     name = "deepspeed"
 
     def __init__(self, cfg: Any):
@@ -150,10 +73,10 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
             # Must be set before deepspeed is imported: its accelerator is chosen once, at import.
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         _single_process_env()
-        self.local_rank = distributed.launcher_info().local_rank
+        self.local_rank = process_group.launcher_info().local_rank
         self.device = resolve_device(cfg.engine.device, self.local_rank)
         # Joins the group (nccl/gloo, engine.dist_timeout_s); DeepSpeed then wraps the existing one.
-        distributed.init_distributed(self.device, cfg.engine.dist_timeout_s)
+        process_group.init_distributed(self.device, cfg.engine.dist_timeout_s)
         import deepspeed
 
         self._ds = deepspeed
@@ -161,9 +84,7 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
         deepspeed.init_distributed(dist_backend="nccl" if self.on_gpu else "gloo", dist_init_required=None)
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
-        self._engines: Dict[str, Any] = {}
-        self._schedules: Dict[str, LrSchedule] = {}
-        self._plain: Dict[str, nn.Module] = {}
+        self.parallel = ZeROContext()
         self._backward_calls: Dict[str, int] = {}
         self.ds_config: Dict[str, Any] = {}
 
@@ -172,24 +93,20 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
         return int(self.ds_config["zero_optimization"]["stage"])
 
     # --- setup -------------------------------------------------------------------------------
-    def prepare(self, specs: Dict[str, ModelSpec], micro_batch: int, grad_accum: int) -> Models:
-        self.micro_batch, self.grad_accum = micro_batch, grad_accum
-        self.ds_config = deepspeed_config(self.cfg, micro_batch, grad_accum, self.world_size, self.on_gpu)
-        wrapped: Dict[str, nn.Module] = {}
-        plain: Dict[str, nn.Module] = {}
-        for name, spec in specs.items():
-            if not spec.trained:
-                wrapped[name] = plain[name] = freeze(spec.module, self.device)
-                continue
-            module = spec.module.to(self.device)
-            optimizer = spec.optimizer(module.parameters())
-            self._schedules[name] = LrSchedule.for_optimizer(optimizer, spec.lr_multiplier)
-            engine, _, _, _ = self._ds.initialize(model=module, optimizer=optimizer, config=dict(self.ds_config), dist_init_required=False)
-            self._engines[name] = engine
-            self._backward_calls[name] = 0
-            wrapped[name], plain[name] = engine, engine.module
-        self._plain = plain
-        return Models(wrapped, plain)
+    def _prepare_trained(self, name: str, spec: ModelSpec) -> Tuple[nn.Module, nn.Module, torch.optim.Optimizer, Any]:
+        if not self.ds_config:
+            wants_bf16 = resolve_autocast_dtype(self.cfg.engine.mixed_precision, torch.device("cuda" if self.on_gpu else "cpu"))
+            self.ds_config = deepspeed_config(self.cfg, self.geometry, self.on_gpu, wants_bf16 is not None)
+        module = spec.module.to(self.device)
+        optimizer = spec.optimizer(module.parameters())
+        engine, _, _, _ = self._ds.initialize(model=module, optimizer=optimizer, config=dict(self.ds_config), dist_init_required=False)
+        if self.zero_stage == 3:
+            # Parameters a module's forward reads without calling their own module (the model's plan
+            # names them): gathered for that module's forward (mars_dist/parallel/sharding.py).
+            for owner, parameter in sharding_plan(engine.module).external_parameters:
+                self._ds.zero.register_external_parameter(owner, parameter)
+        self._backward_calls[name] = 0
+        return engine, engine.module, optimizer, engine
 
     # --- one step ----------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -238,14 +155,14 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
             engine.step()
 
     def _engine(self, name: str):
-        return trained_entry(self._engines, name)
+        return trained_entry(self._trained, name)
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self, directory: Path) -> None:
         directory = Path(directory)
-        for name, engine in self._engines.items():
+        for name, engine in self._trained.items():
             engine.save_checkpoint(str(directory / name), tag=STATE_TAG, save_latest=False)
-        save_frozen(directory, self._frozen(), self.is_main)
+        save_frozen(directory, self.frozen(), self.is_main)
         if self.is_main:
             write_json_atomic(
                 directory / BACKEND_STATE_FILE,
@@ -254,7 +171,7 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
                     "zero_stage": self.zero_stage,
                     "world_size": self.world_size,
                     "lr_steps": {name: s.steps_taken for name, s in self._schedules.items()},
-                    "never_stepped": [name for name, engine in self._engines.items() if not engine.optimizer.optimizer.state],
+                    "never_stepped": [name for name, engine in self._trained.items() if not engine.optimizer.optimizer.state],
                 },
             )
         self.barrier()
@@ -262,14 +179,14 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
     def load_checkpoint(self, directory: Path, saved_world_size: int) -> None:
         """Same world size and ZeRO stage: DeepSpeed's own partitions. Otherwise: universal checkpoint."""
         directory = Path(directory)
-        state = check_backend_state(directory, self.name, list(self._engines))
+        state = check_backend_state(directory, self.name, self.trained_names(), self.saved_name)
         reshard = int(saved_world_size) != self.world_size or int(state["zero_stage"]) != self.zero_stage
-        for name, engine in self._engines.items():
-            folder = directory / name
+        for name, engine in self._trained.items():
+            folder = directory / self.saved_name(name)
             if not reshard:
                 self._load(engine, folder, STATE_TAG, universal=False)
                 continue
-            if name in state.get("never_stepped", []):
+            if self.saved_name(name) in state.get("never_stepped", []):
                 self._load_never_stepped(engine, folder, name, int(state["zero_stage"]))
                 continue
             if self.is_main:
@@ -277,15 +194,15 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
             self.barrier()
             self._load(engine, folder, UNIVERSAL_TAG, universal=True)
         for name, schedule in self._schedules.items():
-            schedule.steps_taken = int(state["lr_steps"][name])
-        load_frozen(directory, self._frozen())
+            schedule.steps_taken = saved_lr_steps(state, name, self.saved_name)
+        load_frozen(directory, self.frozen(), self.saved_name)
         self.barrier()
 
     def _load_never_stepped(self, engine: Any, folder: Path, name: str, saved_stage: int) -> None:
         """A model saved before its first optimizer step (a GAN discriminator before its start step)
         has no optimizer state, which the universal converter needs; its weights alone are restored."""
         if saved_stage == 3 or self.zero_stage == 3:
-            raise RuntimeError(
+            raise CheckpointError(
                 f"{folder}: model {name!r} had not taken an optimizer step when this ZeRO-3 checkpoint was saved; "
                 f"resume it on the world size it was saved with, or from a checkpoint after its first step"
             )
@@ -293,7 +210,7 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
         path, _ = engine.load_checkpoint(str(folder), tag=STATE_TAG, load_module_only=True, load_optimizer_states=False,
                                          load_lr_scheduler_states=False)
         if path is None:
-            raise FileNotFoundError(f"{folder / STATE_TAG}: DeepSpeed found no checkpoint to load")
+            raise CheckpointError(f"{folder / STATE_TAG}: DeepSpeed found no checkpoint to load")
 
     @staticmethod
     def _load(engine: Any, folder: Path, tag: str, universal: bool) -> None:
@@ -305,7 +222,7 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
         finally:
             engine._config.load_universal_checkpoint = False
         if path is None:
-            raise FileNotFoundError(f"{folder / tag}: DeepSpeed found no checkpoint to load")
+            raise CheckpointError(f"{folder / tag}: DeepSpeed found no checkpoint to load")
 
     @staticmethod
     def _convert_to_universal(folder: Path) -> None:
@@ -338,17 +255,14 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
             sys.argv = saved_argv
         os.replace(tmp, target)
 
-    def _frozen(self) -> Dict[str, nn.Module]:
-        return {name: module for name, module in self._plain.items() if name not in self._engines}
-
     # --- consolidated views ------------------------------------------------------------------
     def full_state_dict(self, name: str) -> Dict[str, torch.Tensor]:
-        if name not in self._engines:
+        if name not in self._trained:
             module = self._plain[name]
             return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
         from deepspeed.utils import safe_get_full_fp32_param
 
-        engine = self._engines[name]
+        engine = self._trained[name]
         module = engine.module
         params = dict(module.named_parameters(remove_duplicate=False))
         out: Dict[str, torch.Tensor] = {}
@@ -387,4 +301,4 @@ class DeepSpeedBackend(TorchDistributedCollectives, Backend):
         return out
 
     def shutdown(self) -> None:
-        distributed.destroy()
+        process_group.destroy()

@@ -16,6 +16,8 @@ import torch
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.audio.logscale import to_log_scale
 from mars_dist.errors import UserValueError
+from mars_dist.generation.loaders import export_audio
+from mars_dist.models.builders import load_model
 
 
 class ClassifierFeatures:
@@ -27,16 +29,10 @@ class ClassifierFeatures:
 
     @classmethod
     def from_export(cls, path: Path, device: torch.device) -> "ClassifierFeatures":
-        from mars_dist.config import run_config_from_dict
-        from mars_dist.io.exports import read_export_config
-        from mars_dist.tasks.shared.exported import load_exported
-
-        config = read_export_config(Path(path))
-        if config["run_config"].get("task") != "classifier":
-            raise UserValueError(f"--classifier {path}: exports {config['task']}/{config['model']}, expected a model "
-                                 "of the classifier task (train configs/classifier/small.yaml, then export it)")
-        module, config = load_exported(Path(path))
-        return cls(module, AudioFrontend(run_config_from_dict(config["run_config"]).audio), device, config)
+        """The exported classifier (train configs/classifier/small.yaml; its run exports it) with the
+        audio front-end it was trained with."""
+        module, config = load_model(Path(path), expected=("classifier",), what="--classifier")
+        return cls(module, AudioFrontend(export_audio(config, Path(path))), device, config)
 
     def check_audio(self, sample_rate: int, num_samples: int, what: str) -> None:
         """The classifier hears notes of one length and rate: those of the set it is given must match."""

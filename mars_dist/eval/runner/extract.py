@@ -18,7 +18,8 @@ from mars_dist.eval.features.spectral import log_spectrogram, mel_features, ndb_
 from mars_dist.eval.notes import ShardNotes, reconstruct
 from mars_dist.eval.runner.plan import FLOOR, RECONSTRUCTION, REFERENCE, WorkItem, batch_generator, \
     generation_sources, label_sets
-from mars_dist.generation.generator import Generator, SamplingSettings
+from mars_dist.generation.generator import Generator
+from mars_dist.models.generators.options import SamplingOptions
 from mars_dist.labels import CONDITION_CLASSES
 
 Arrays = Dict[str, np.ndarray]
@@ -62,9 +63,10 @@ class Sources:
     generators: Dict[str, Generator] = field(default_factory=dict)
 
 
-def process_item(item: WorkItem, sources: Sources, features: NoteFeatures, sampling: SamplingSettings,
+def process_item(item: WorkItem, sources: Sources, features: NoteFeatures, sampling: Dict[str, SamplingOptions],
                  seed: int, n_reference: int) -> Dict[str, Arrays]:
-    """{set name: arrays} for one item (a reference item also yields the reconstruction set)."""
+    """{set name: arrays} for one item (a reference item also yields the reconstruction set); a
+    generated set's notes are drawn with its generator's options, `sampling[set]`."""
     if item.set in (REFERENCE, FLOOR):
         shard_notes = sources.reference if item.set == REFERENCE else sources.floor
         notes = shard_notes.read(range(item.start, item.stop))
@@ -76,6 +78,6 @@ def process_item(item: WorkItem, sources: Sources, features: NoteFeatures, sampl
         return out
     gen = sources.generators[item.set]
     wanted = label_sets(sources.reference.labels(generation_sources(item.start, item.stop, n_reference)))
-    batch = next(gen.generate(wanted, sampling, batch_generator(seed, item.batch, gen.device), item.size))
+    batch = next(gen.generate(wanted, sampling[item.set], batch_generator(seed, item.batch, gen.device), item.size))
     requested = {name: torch.tensor([s[name] for s in wanted]) for name in CONDITION_CLASSES}
     return {item.set: {**features(batch.wave_BN.cpu(), item.start), **_labels(requested)}}

@@ -2,7 +2,7 @@
 rank 0 gathers them in global note order and computes every set's metrics in float64.
 
 Launcher-agnostic: the rank and world size are the caller's (mars_dist.evaluate takes them from the
-launcher's environment through mars_dist.engine.distributed); with one process nothing is gathered.
+launcher's environment through mars_dist.parallel.process_group); with one process nothing is gathered.
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from mars_dist.engine import distributed
 from mars_dist.eval.metrics import softmax
 from mars_dist.eval.runner.extract import PREVIEW, Arrays, NoteFeatures, Sources, process_item
 from mars_dist.eval.runner.plan import FLOOR, RECONSTRUCTION, REFERENCE, WorkItem, plan_items, rank_items
 from mars_dist.eval.runner.table import compute_set, metric_options
-from mars_dist.generation.generator import SamplingSettings
+from mars_dist.models.generators.options import SamplingOptions
+from mars_dist.parallel import process_group
 
 
 @dataclass
@@ -28,7 +28,7 @@ class EvalSettings:
     n_floor: int = 0  # floor notes (0 = n_generate)
     batch: int = 16  # notes per work item: part of what a generated note is (with seed and batch index)
     seed: int = 0
-    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    sampling: Dict[str, SamplingOptions] = field(default_factory=dict)  # generated set -> its generator's options
     previews: int = 4  # notes per set drawn in the spectrogram PNGs
     ndb_k: int = 0  # 0 = table.default_ndb_k(n_reference)
     is_splits: int = 1
@@ -82,7 +82,7 @@ def gather_features(items: List[WorkItem], mine: List[Dict[str, Arrays]], rank: 
     collected: Dict[int, Dict[str, Arrays]] = {}
     for r in range(math.ceil(len(items) / world)):
         payload = (indices[r], mine[r]) if r < len(mine) else None
-        for got in distributed.gather_object(payload) or []:
+        for got in process_group.gather_object(payload) or []:
             if got is not None:
                 collected[got[0]] = got[1]
     return collected if rank == 0 else None

@@ -141,9 +141,6 @@ class AdaLNBlock(nn.Module):
     and the untrained model's output depends on the condition only through learning.
     """
 
-    # The AR calls `modulation` outside `forward` (once per condition): FSDP2 must gather for it too.
-    fsdp_forward_methods = ("modulation",)
-
     def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float, l2_norm: bool,
                  norm_eps: float, allow_math: bool):
         super().__init__()

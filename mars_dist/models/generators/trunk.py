@@ -23,6 +23,7 @@ from mars_dist.models.generators.conditioning import ConditionEmbedding
 from mars_dist.models.generators.sampling import guided_logits
 from mars_dist.models.generators.trunk_config import TrunkConfig
 from mars_dist.models.int8 import Int8Linear, quantize_linears
+from mars_dist.parallel.sharding import ShardingPlan
 
 
 def code_vectors(codebook: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
@@ -85,6 +86,11 @@ class AdaLNTrunk(nn.Module):
         nn.init.zeros_(self.word_embed.bias)
         nn.init.trunc_normal_(self.head.out.weight, std=0.02 * self.init_std)
         nn.init.zeros_(self.head.out.bias)
+
+    def sharding_plan(self) -> ShardingPlan:
+        """Each block is a unit, entered through `forward` and through `modulation` (the trunk computes
+        every block's AdaLN modulation once per condition, outside the block's forward)."""
+        return ShardingPlan(tuple(self.blocks), unit_methods=("modulation",))
 
     # --- condition -------------------------------------------------------------------------------
     def condition(self, cond_BD: torch.Tensor) -> Conditioning:

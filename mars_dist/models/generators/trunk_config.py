@@ -1,8 +1,8 @@
 """Settings of the AdaLN transformer trunk that every generator family is built on.
 
 A family's architecture dataclass (next_scale/config.py, next_token/config.py, maskgit/config.py)
-extends this one; `section` is the run-config key its task stores it under, so a bad value is
-named the way the user wrote it (`ar.width=...`, `maskgit.heads=...`).
+extends this one; `section` is the run-config key its task stores it under (the family's name), so
+a bad value is named the way the user wrote it (`next_scale.width=...`, `maskgit.heads=...`).
 """
 from __future__ import annotations
 

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
 from mars_dist.models.tokenizer.config import TokenizerConfig
+from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
+from mars_dist.parallel.sharding import ShardingPlan
 from mars_dist.models.tokenizer.vit import Transformer, init_vit_weights, patch_grid, patch_hw, patchify, sincos_2d, unpatchify
 
 
@@ -91,6 +92,13 @@ class SpectrogramTokenizer(nn.Module):
         self.latent_tokens.add_(sincos_2d(latent_hw, self.latent_tokens.shape[-1]))
         self.dec_pos.add_(sincos_2d(self.grid_hw, self.dec_pos.shape[-1]))
         self.dec_latent_pos.add_(sincos_2d(latent_hw, self.dec_latent_pos.shape[-1]))
+
+    def sharding_plan(self) -> ShardingPlan:
+        """Units: the quantizer's phi convs, then every encoder and decoder block; the quantizer's
+        external codebook weight (mars_dist/parallel/sharding.py)."""
+        quantizer = self.quantizer.sharding_plan()
+        blocks = tuple(self.encoder.blocks) + tuple(self.decoder.blocks)
+        return ShardingPlan(quantizer.units + blocks, external_parameters=quantizer.external_parameters)
 
     # ------------------------------------------------------------------ halves
     def encode_latent(self, x_BCHW: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,8 @@ two views of fhat the AR needs in training and at inference.
 Differences from VAR's code (same algorithm): (h, w) schedules instead of square side lengths;
 quantizer dropout (a fraction of each batch keeps only its first n scales, so coarse prefixes decode
 to something sensible, as ImageFolder/MARS train it); dead-code restart from a buffer of recent
-residuals, with the decision all-reduced so every rank edits the codebook identically.
+residuals, with the decision summed over ranks so every rank edits the codebook identically (the
+backend's ParallelContext does the collectives and the edit of a possibly sharded codebook).
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mars_dist.engine import distributed
-from mars_dist.engine.full_params import full_tensors
+from mars_dist.parallel.context import LOCAL, ParallelContext
+from mars_dist.parallel.sharding import ShardingPlan
 
 Scale = Tuple[int, int]
 
@@ -122,6 +123,11 @@ class MultiScaleQuantizer(nn.Module):
     @property
     def latent_hw(self) -> Scale:
         return self.scales[-1]
+
+    def sharding_plan(self) -> ShardingPlan:
+        """The phi convs are units; the cosine lookup reads the codebook's weight without calling the
+        embedding, so under ZeRO-3 that weight is an external parameter of the quantizer."""
+        return ShardingPlan(tuple(self.phi.phis), external_parameters=((self, self.codebook.weight),))
 
     # ------------------------------------------------------------------ building blocks
     def lookup(self, rest_NC: torch.Tensor) -> torch.Tensor:
@@ -259,13 +265,13 @@ class MultiScaleQuantizer(nn.Module):
         self.recent_filled.copy_(torch.clamp(self.recent_filled + n, max=size))
 
     @torch.no_grad()
-    def restart_dead_codes(self) -> int:
+    def restart_dead_codes(self, parallel: ParallelContext = LOCAL) -> int:
         """Call once per optimizer step on every rank. Codes that no rank used for `dead_code_steps`
         steps are replaced by random recent residuals (rank 0's, broadcast), so they re-enter the
         lookup where the data is. Returns how many codes were replaced (the same on every rank)."""
         if self.dead_code_steps <= 0:
             return 0
-        hits_V = distributed.all_reduce_sum(self.code_hits.clone())  # code_hits is zeroed next
+        hits_V = parallel.all_reduce_sum(self.code_hits.clone())  # code_hits is zeroed next
         self.code_hits.zero_()
         self.steps_unused.copy_(torch.where(hits_V > 0, torch.zeros_like(self.steps_unused), self.steps_unused + 1))
         dead_V = self.steps_unused >= self.dead_code_steps
@@ -274,8 +280,8 @@ class MultiScaleQuantizer(nn.Module):
         if num_dead == 0 or filled == 0:
             return 0
         pick = torch.randint(0, filled, (num_dead,), device=self.recent_residuals.device)
-        new_nC = distributed.broadcast_tensor(self.recent_residuals[pick], src=0)
-        with full_tensors([self.codebook.weight], writeback=True) as (weight_VC,):
+        new_nC = parallel.broadcast(self.recent_residuals[pick], src=0)
+        with parallel.full_tensors([self.codebook.weight], writeback=True) as (weight_VC,):
             weight_VC[dead_V.to(weight_VC.device)] = new_nC.to(weight_VC.dtype).to(weight_VC.device)
         self.steps_unused[dead_V] = 0
         return num_dead

@@ -1,5 +1,5 @@
-"""Architecture and decoding settings of MaskGIT. Sizes are the next-scale presets (next_scale/config.py:
-AR_PRESETS): the families share the trunk, so the same depth and width give the same parameter count."""
+"""Architecture and decoding defaults of MaskGIT (its spec is family.py; sizes: generators/presets.py).
+The decoding defaults are stored with an export; the sampler's options (family.py) may override them."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,4 @@
-"""Architecture settings of the next-token AR. Sizes are the next-scale presets (next_scale/config.py:
-AR_PRESETS): the families share the trunk, so the same depth and width give the same parameter count."""
+"""Architecture settings of the next-token AR (its spec is family.py; sizes: generators/presets.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
