@@ -5,10 +5,11 @@
 # signal Slurm sends before the time limit (#SBATCH --signal=USR1@90, no "B:") reaches every
 # training process; slurm/_task.sh turns Slurm's task ids into torch.distributed's env:// variables.
 # Then the batch shell decides from srun's status (the highest task status):
-#   0                              finished: export (EXPORT_MODEL), unlock the run folder
+#   0                              finished (the run exported its model itself: stages.export), unlock
+#                                  the run folder
 #   75, or RUN_DIR/PREEMPTED       preempted: scontrol requeue, at most MAX_REQUEUES times per job;
 #                                  the next start resumes from the newest committed checkpoint
-#   anything else                  failed: no requeue, so a crash never loops; the error is named
+#   anything else                  failed: no requeue, so a crash never loops; the log ends with the error
 # The batch shell traps TERM and USR1: it gets TERM at a preemption or the time limit (and USR1 from
 # `scancel --full`), and must outlive the step to make that decision instead of dying first.
 #
@@ -17,7 +18,8 @@
 #   RUN_DIR       run folder (default: the config's run_dir); eval.sh: logs and lock (default runs/eval/JOBID)
 #   BACKEND       engine.backend: debug | accelerate | deepspeed (default: the config's)
 #   MAX_REQUEUES  self-requeues allowed per job (default 20); SLURM_RESTART_COUNT counts them
-#   EXPORT_MODEL  model exported to RUN_DIR/export when training finishes; "none" skips it
+#   EXPORT_MODEL  model the run exports to RUN_DIR/export when it finishes (stages.export.model; default:
+#                 the task's own, e.g. tokenizer_ema, the generator); "none" exports nothing
 #   MODULE        eval.sh: the python module to run (default mars_dist.evaluate)
 #   PY            python (default: the repository's .venv/bin/python)
 #   MASTER_PORT   rendezvous port (default: derived from the job id)
@@ -26,11 +28,14 @@
 # Per start, in RUN_DIR/logs/: slurm-JOBID.log (everything the job printed, every start appended),
 # slurm-JOBID.config.yaml (the resolved config), slurm-JOBID.command (the exact srun command).
 
+# mars_echo LINE: LINE, verbatim, to the job's output and to its log in the run folder (once there is one).
+mars_echo() {
+  printf '%s\n' "$1"
+  if [ -n "${MARS_LOG:-}" ]; then printf '%s\n' "$1" >>"$MARS_LOG"; fi
+}
+
 mars_log() {
-  local line
-  line="[mars slurm $(date +%H:%M:%S)] $*"
-  echo "$line"
-  if [ -n "${MARS_LOG:-}" ]; then echo "$line" >>"$MARS_LOG"; fi
+  mars_echo "[mars slurm $(date +%H:%M:%S)] $*"
 }
 
 mars_die() {
@@ -60,23 +65,22 @@ mars_setup() {
   trap 'mars_log "batch shell got SIGUSR1: waiting for the training step to commit and exit"' USR1
 }
 
-# mars_train DEFAULT_CONFIG DEFAULT_EXPORT_MODEL [key=value ...]: a mars_dist.train job.
+# mars_train DEFAULT_CONFIG [key=value ...]: a mars_dist.train job.
 mars_train() {
-  local config=${CONFIG:-$1} export_model=${EXPORT_MODEL:-$2}
-  shift 2
+  local config=${CONFIG:-$1}
+  shift
   local overrides=()
+  case "${EXPORT_MODEL:-}" in
+    "") ;;
+    none) overrides+=("stages.export.on_finish=false") ;;
+    *) overrides+=("stages.export.model=$EXPORT_MODEL") ;;
+  esac
   if [ -n "${RUN_DIR:-}" ]; then overrides+=("run_dir=$RUN_DIR"); fi
   if [ -n "${BACKEND:-}" ]; then overrides+=("engine.backend=$BACKEND"); fi
   if [ "${SLURM_GPUS_ON_NODE:-0}" = 0 ] && [ -z "${SLURM_JOB_GPUS:-}" ]; then overrides+=("engine.device=cpu"); fi
   overrides+=("$@")
   MARS_RUN_DIR=$("$PY" -m launch.run_folder prepare --job "$SLURM_JOB_ID" --config "$config" -- "${overrides[@]}") || exit 2
   mars_step "$PY" -m mars_dist.train --config "$config" --resume auto "${overrides[@]}"
-  if [ "$export_model" != none ]; then
-    mars_log "exporting $export_model of $MARS_RUN_DIR to $MARS_RUN_DIR/export"
-    "$PY" -m mars_dist.export --checkpoint "$MARS_RUN_DIR" --model "$export_model" --out "$MARS_RUN_DIR/export" 2>&1 | mars_tee
-    local status=${PIPESTATUS[0]}
-    if [ "$status" -ne 0 ]; then mars_log "failed: export exited with status $status"; exit "$status"; fi
-  fi
   mars_log "done"
 }
 
@@ -122,10 +126,24 @@ mars_step() {
     "$PY" -m launch.run_folder release --job "$SLURM_JOB_ID" "$MARS_RUN_DIR"
     exit 75
   fi
-  local error
-  # the last error line: a CLI's "error: ..." or an exception (torch prefixes a rank's "[rankN]: ")
-  error=$(tail -c +"$offset" "$MARS_LOG" | grep -E '^(\[rank[0-9]+\]: )?(error: |[A-Za-z_][A-Za-z0-9_.]*(Error|Exception): )' | tail -n 1)
-  mars_log "failed with status $status, not requeued: ${error:-see the log above}"
   "$PY" -m launch.run_folder release --job "$SLURM_JOB_ID" "$MARS_RUN_DIR"
+  # The error that failed the step is the last line of this start (torch prefixes a rank's lines with
+  # "[rankN]: ") that a program printed as its error: a command line's "prog: error: ..." (how
+  # mars_dist reports a user's mistake, exit 2), a bare "error: ...", or an exception's
+  # "SomeError: ..." / "SomeException: ..." (the end of a traceback). The last one, because the step
+  # ended there. Slurm's own lines ("srun: error: node: task 0: Exited with exit code 2",
+  # "slurmstepd: error: ...") only restate the status and are never chosen. The log ends with that
+  # line, verbatim, below the summary.
+  local error
+  error=$(tail -c +"$offset" "$MARS_LOG" \
+    | grep -E '^(\[rank[0-9]+\]: )?(([A-Za-z0-9_][A-Za-z0-9_./ -]*: )?error: |[A-Za-z_][A-Za-z0-9_.]*(Error|Exception): )' \
+    | grep -vE '^(srun|sbatch|salloc|sattach|sbcast|scancel|scontrol|squeue|sinfo|sacct|sstat|slurm[A-Za-z0-9_.-]*): ' \
+    | tail -n 1)
+  if [ -n "$error" ]; then
+    mars_log "failed with status $status, not requeued; the error:"
+    mars_echo "$error"
+  else
+    mars_log "failed with status $status, not requeued: see the log above"
+  fi
   exit "$status"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stage 2 (next-scale AR) under Slurm; when it finishes, the AR is exported to RUN_DIR/export:
-#   sbatch --nodes 4 slurm/ar.sh ar.tokenizer_path=EXPORT_DIR [key=value ...]     (CONFIG default: configs/ar/d16.yaml)
+# Stage 2 (the next-scale AR, family next_scale) under Slurm; when it finishes, the run exports it to RUN_DIR/export:
+#   sbatch --nodes 4 slurm/ar.sh next_scale.tokenizer_path=EXPORT_DIR [key=value ...]     (CONFIG default: configs/next_scale/d16.yaml)
 # Settings, CPU mode, preemption and requeue, logs: slurm/_common.sh and docs/launch.md.
 #SBATCH --job-name=mars_ar
 #SBATCH --ntasks-per-node=8
@@ -15,4 +15,4 @@ common=${MARS_DIST_ROOT:-${SLURM_SUBMIT_DIR:-.}}/slurm/_common.sh
 # shellcheck source=SCRIPTDIR/_common.sh
 . "$common"
 mars_setup
-mars_train configs/ar/d16.yaml ar "$@"
+mars_train configs/next_scale/d16.yaml "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Distributed evaluation under Slurm: one task per GPU runs `python -m $MODULE ARGS...`
 # (MODULE default mars_dist.evaluate; any module works, e.g. MODULE=mars_dist.eval.report):
-#   RUN_DIR=runs/eval/ar-d16 sbatch --nodes 2 slurm/eval.sh --tokenizer EXPORT --ar EXPORT ...
+#   RUN_DIR=runs/eval/ar-d16 sbatch --nodes 2 slurm/eval.sh --tokenizer EXPORT --model EXPORT ...
 # RUN_DIR (default runs/eval/JOBID) holds the logs and the lock; status 75 requeues like training.
 # Settings and CPU mode: slurm/_common.sh and docs/launch.md.
 #SBATCH --job-name=mars_eval

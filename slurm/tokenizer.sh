@@ -15,4 +15,4 @@ common=${MARS_DIST_ROOT:-${SLURM_SUBMIT_DIR:-.}}/slurm/_common.sh
 # shellcheck source=SCRIPTDIR/_common.sh
 . "$common"
 mars_setup
-mars_train configs/tokenizer/paper.yaml tokenizer_ema "$@"
+mars_train configs/tokenizer/paper.yaml "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Any run config under Slurm (tokenizer.sh and ar.sh are this with a default config):
-#   CONFIG=configs/ar/small.yaml sbatch --nodes 2 slurm/train.sh [key=value ...]
+#   CONFIG=configs/next_scale/small.yaml sbatch --nodes 2 slurm/train.sh [key=value ...]
 # Settings, CPU mode, preemption and requeue, logs: slurm/_common.sh and docs/launch.md.
 #SBATCH --job-name=mars_train
 #SBATCH --ntasks-per-node=8
@@ -15,5 +15,5 @@ common=${MARS_DIST_ROOT:-${SLURM_SUBMIT_DIR:-.}}/slurm/_common.sh
 # shellcheck source=SCRIPTDIR/_common.sh
 . "$common"
 mars_setup
-[ -n "${CONFIG:-}" ] || mars_die "set CONFIG to a run config, e.g. CONFIG=configs/ar/small.yaml sbatch slurm/train.sh"
-mars_train "$CONFIG" "${EXPORT_MODEL:-none}" "$@"
+[ -n "${CONFIG:-}" ] || mars_die "set CONFIG to a run config, e.g. CONFIG=configs/next_scale/small.yaml sbatch slurm/train.sh"
+mars_train "$CONFIG" "$@"

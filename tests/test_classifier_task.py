@@ -1,6 +1,6 @@
 """The classifier task: its model, its config section, training through train.py + export (it learns,
-and the export carries the validation accuracy it printed), and the validation on sharded backends
-(every validation note counted once across ranks, the same figure on every rank and backend)."""
+and the export carries the validation accuracy it printed), and the validation stage on sharded
+backends (every validation note counted once across ranks, the same figure on every rank and backend)."""
 from __future__ import annotations
 
 import io
@@ -31,7 +31,7 @@ VALID_NOTES = 16  # tests/fixtures/nsynth.py
 
 def test_two_heads_and_an_embedding_from_a_log_spectrogram():
     cfg = load_config(CLASSIFIER_TINY)
-    model = ClassifierTask(cfg, {}).build_model()
+    model = ClassifierTask(cfg, {}).build_models()["classifier"].module
     out = model(torch.rand(3, 512, 256) * 2 - 1)
     assert out["pitch"].shape == (3, 128) and out["instrument_family"].shape == (3, 11)
     assert out["embedding"].shape == (3, cfg.classifier.embedding_dim)
@@ -75,7 +75,8 @@ def all_valid_hits(model: torch.nn.Module, url: str, audio_cfg) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_train_py_trains_it_export_carries_the_validation_accuracy_it_printed(tiny_shards, tmp_path):
-    """Checkpoints every eval_every steps: the one committed at the last step must hold that step's figure."""
+    """The validation stage runs before the checkpoint of its step (every 30 steps here): the checkpoint
+    committed at the last step, its export and the export the finished run wrote itself hold that step's figure."""
     run = tmp_path / "run"
     log = _python("mars_dist/train.py", "--config", str(SMALL), f"run_dir={run}", f"data.train_shards={tiny_shards['train']}",
                   f"data.valid_shards={tiny_shards['valid']}", "data.batch_size=16", "train.max_steps=60",
@@ -98,6 +99,8 @@ def test_train_py_trains_it_export_carries_the_validation_accuracy_it_printed(ti
     assert (stored["valid_pitch_accuracy"], stored["valid_family_accuracy"]) == pytest.approx(
         (float(hits[0]) / VALID_NOTES, float(hits[1]) / VALID_NOTES), abs=1e-6)
     assert stored["valid_family_accuracy"] > 1 / 11, "family accuracy at chance level after 60 steps"
+    finished = ClassifierFeatures.from_export(run / "export", torch.device("cpu"))  # the export stage at the end
+    assert finished.validation() == stored, "the run's own export differs from mars-export of its last checkpoint"
     out = features(torch.randn(2, 64000) * 0.1)  # from audio, as the evaluation uses it
     assert out["pitch_logits"].shape == (2, 128) and out["embedding"].shape == (2, 128)
 
@@ -112,7 +115,7 @@ PLAN = ["ddp", "fsdp"]
 def _train_on(variants, shards: dict, root: str) -> bytes:
     from mars_dist.engine.backends import build_backend
     from mars_dist.engine.trainer import Trainer
-    from mars_dist.train import build_stream, fixed_validation_batch
+    from mars_dist.train import build_stream
 
     results = {}
     for variant in variants:
@@ -121,8 +124,7 @@ def _train_on(variants, shards: dict, root: str) -> bytes:
                                             "stages.validate.every=2", "checkpoint.every_steps=0", *VARIANTS[variant]])
         backend = build_backend(cfg)
         stream = build_stream(cfg, backend, None)
-        trainer = Trainer(cfg, backend, ClassifierTask(cfg, stream.manifest), stream,
-                          valid_batch=fixed_validation_batch(cfg, stream.micro_batch))
+        trainer = Trainer(cfg, backend, ClassifierTask(cfg, stream.manifest), stream)
         trainer.train()
         results[variant] = {"world_size": backend.world_size,
                             "validation": trainer.models.unwrap("classifier").validation(),

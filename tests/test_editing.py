@@ -9,7 +9,6 @@ from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.generation import editing
 from mars_dist.generation.editing import BandwidthExtension, TimeInpaint, keep_cmx, token_keep_masks
-from mars_dist.generation.generator import SamplingSettings
 from mars_dist.generation.loaders import load_generator, load_tokenizer
 from tests.ar_exports import tokenizer_export
 from tests.generator_exports import FAMILIES, generator_export
@@ -49,6 +48,23 @@ def test_a_token_is_kept_only_when_its_cell_lies_entirely_in_the_kept_area():
     assert span.frames(fe) == range(63, 125)  # frame j is centred at j * 256 / 16000 s
     finest = token_keep_masks(keep_cmx(fe, span.keep_FT(fe)), PAPER_SCALES, 1)[8][0]
     assert finest.all(dim=0).tolist() == [True] * 3 + [False] * 5 + [True] * 8  # 16-frame columns 3..7 touch 63..124
+
+
+def test_edits_inside_the_note_and_its_bins_pass_the_check_and_others_say_why_not():
+    fe = frontend()  # 4 s notes; 512 bins, the top one centred at 511 * 16000 / 1024 = 7984.375 Hz
+    TimeInpaint(3.0, 4.0).check(fe)
+    BandwidthExtension(7984.375).check(fe)
+    assert BandwidthExtension(7984.375).cutoff_bin(fe) == 511, "the top bin is the one regenerated"
+    with pytest.raises(editing.EditError, match=r"the span runs past the end of the note, which is 4 s long "
+                                                r"\(64000 samples at 16000 Hz\); choose an end <= 4 s"):
+        TimeInpaint(3.5, 4.5).check(fe)
+    with pytest.raises(editing.EditError, match=r"--cutoff-hz 7990: removes nothing: the spectrogram's highest bin is "
+                                                r"centred at 7984.38 Hz \(1024-point STFT at 16000 Hz, the Nyquist bin"):
+        BandwidthExtension(7990.0).check(fe)
+    with pytest.raises(editing.EditError, match="removes the whole note"):
+        BandwidthExtension(0.0).check(fe)
+    with pytest.raises(editing.EditError, match=r"expected 0 <= start < end"):
+        TimeInpaint(2.0, 1.0).check(fe)
 
 
 def test_naive_fills():
@@ -108,14 +124,14 @@ def test_every_family_edits_keeping_the_kept_tokens_and_the_kept_input(exports, 
     t = torch.arange(64000) / 16000
     waves = torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) * torch.exp(-t) for f in (220.0, 440.0, 660.0)])
     edit = TimeInpaint(1.0, 2.0)
-    settings = SamplingSettings(cfg_scale=2.0, iterations=4)
+    options = gen.options(cfg_scale=2.0, **({"iterations": 4} if family == "maskgit" else {}))
     idx = gen.tokenizer.encode(fe.wave_to_cmx(waves).float())
     keep = token_keep_masks(keep_cmx(fe, edit.keep_FT(fe)), gen.tokenizer.quantizer.scales, 3)
-    edited = gen.edit(idx, keep, {"pitch": torch.tensor([57, 69, 76])}, settings, gen.rng(0))
+    edited = gen.edit(idx, keep, {"pitch": torch.tensor([57, 69, 76])}, options, gen.rng(0))
     assert all(torch.equal(e[k], i[k]) for e, i, k in zip(edited, idx, keep))
     assert any(not torch.equal(e[~k], i[~k]) for e, i, k in zip(edited, idx, keep)), "nothing was regenerated"
 
-    result = editing.edit_notes(gen, waves, edit, [{"pitch": 57}, {}, {"pitch": 76}], settings, gen.rng(0), batch_size=2)
+    result = editing.edit_notes(gen, waves, edit, [{"pitch": 57}, {}, {"pitch": 76}], options, gen.rng(0), batch_size=2)
     keep_CHW = keep_cmx(fe, edit.keep_FT(fe))
     x = fe.wave_to_cmx(waves).float()
     for method in editing.METHODS:
@@ -136,4 +152,4 @@ def test_an_edit_that_removes_nothing_is_refused(exports):
     tok, models = exports
     gen = load_generator(models["maskgit"], fast_griffin_lim(load_tokenizer(tok)), torch.device("cpu"))
     with pytest.raises(editing.EditError, match="removes nothing"):
-        editing.edit_notes(gen, torch.zeros(1, 64000), BandwidthExtension(9000.0), [{}], SamplingSettings(), gen.rng(0))
+        editing.edit_notes(gen, torch.zeros(1, 64000), BandwidthExtension(9000.0), [{}], gen.options(), gen.rng(0))

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mars_dist.data.sample_reader import SampleReader, ShardIndex
-from mars_dist.tasks.shared.exported import load_exported
 from mars_dist.encode import main, read_tokens
+from mars_dist.models.builders import load_model
 from tests.ar_exports import tokenizer_export
 
 
@@ -26,7 +26,7 @@ def test_encode_writes_token_maps_that_match_the_tokenizer_and_decode_inverts_th
     assert [s["num_samples"] for s in meta["shards"]] == [s["num_samples"] for s in manifest["shards"]]
     assert not list(tokens_dir.glob(".*")), "no temporary files left"
 
-    tokenizer, _ = load_exported(exported_tokenizer)
+    tokenizer, _ = load_model(exported_tokenizer, expected=("tokenizer",))
     index = ShardIndex.load(tiny_shards["valid"], manifest, None)
     reader = SampleReader(tiny_shards["valid"], None, index, manifest["cmx_shape"])
     with np.load(tokens_dir / meta["shards"][0]["name"]) as data:

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from mars_dist.config import load_config
+from mars_dist.data.geometry import BatchGeometry
 from mars_dist.engine.backends import build_backend
 from mars_dist.engine.task import ModelSpec
-from mars_dist.engine.full_params import full_tensors
 from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
 from tests.fixtures.dist import run_distributed
 from tests.test_tokenizer_resume import TINY
@@ -53,11 +53,11 @@ def restart_then_step(backend_overrides) -> Dict[str, Any]:
     backend = build_backend(cfg)
     grad_accum = WORLD // backend.world_size
     spec = ModelSpec(_primed_quantizer(), optimizer=lambda params: torch.optim.SGD(params, lr=0.5))
-    models = backend.prepare({"quantizer": spec}, micro_batch=1, grad_accum=grad_accum)
+    models = backend.prepare({"quantizer": spec}, BatchGeometry(WORLD, backend.world_size, 1, grad_accum))
     quantizer = models.unwrap("quantizer")
     torch.manual_seed(5)  # the restart draws its candidates from rank 0's RNG
-    restarted = quantizer.restart_dead_codes()
-    with full_tensors([quantizer.codebook.weight]) as (codebook,):
+    restarted = quantizer.restart_dead_codes(models.parallel)
+    with models.parallel.full_tensors([quantizer.codebook.weight]) as (codebook,):
         after_restart = codebook.detach().clone()
     master_after_restart = backend.full_state_dict("quantizer")[CODEBOOK]  # DeepSpeed: its fp32 master
     for i in range(grad_accum):
@@ -66,7 +66,8 @@ def restart_then_step(backend_overrides) -> Dict[str, Any]:
             backend.backward("quantizer", vq_loss + fhat.square().mean())
     backend.step("quantizer")
     return {"restarted": restarted, "after_restart": after_restart, "master_after_restart": master_after_restart,
-            "after_step": backend.full_state_dict("quantizer")[CODEBOOK], "world_size": backend.world_size}
+            "after_step": backend.full_state_dict("quantizer")[CODEBOOK], "world_size": backend.world_size,
+            "parallel": type(models.parallel).__name__}
 
 
 @pytest.mark.distributed
@@ -76,6 +77,7 @@ def test_zero3_restart_on_3_processes_equals_the_debug_backend_on_1():
                             init_process_group=False, env=EXTENSIONS_ENV, timeout_s=600)  # DeepSpeed start-up x 3 on 2 cores
     debug = restart_then_step(["engine.backend=debug"])
     assert debug["world_size"] == 1 and zero3[0]["world_size"] == WORLD
+    assert zero3[0]["parallel"] == "ZeROContext", "the restart reached the codebook through DeepSpeed's context"
     assert debug["restarted"] > 0, "the primed quantizer has dead codes to restart"
     fresh = _primed_quantizer().codebook.weight.detach()
     assert not torch.equal(debug["after_restart"], fresh), "the restart changed the codebook"

@@ -1,4 +1,4 @@
-"""python -m mars_dist.eval.report: the quick report's protocol (reference audio, floors) and its CLI."""
+"""mars-report (python -m mars_dist.eval.report): the quick report's protocol (reference audio, floors) and its CLI."""
 from __future__ import annotations
 
 import json
@@ -35,7 +35,7 @@ def valid_shards_with_audio(synthetic_nsynth_root, tmp_path_factory) -> str:
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("report_exports")
     tok = tokenizer_export(root / "tokenizer")
-    return tok, ar_export(root / "ar", tok)
+    return tok, ar_export(root / "next_scale", tok)
 
 
 def _frontend(gl_iters: int = 4) -> AudioFrontend:
@@ -79,14 +79,15 @@ def test_a_perfect_reconstruction_scores_zero_against_griffin_lim_and_the_floor_
 
 
 def test_cli_writes_metrics_json_with_both_parts(exports, valid_shards_with_audio, tmp_path, capsys):
-    tok, ar = exports
-    assert main(["--tokenizer", str(tok), "--ar", str(ar), "--shards", valid_shards_with_audio, "--out", str(tmp_path),
+    tok, model = exports
+    assert main(["--tokenizer", str(tok), "--model", str(model), "--shards", valid_shards_with_audio, "--out", str(tmp_path),
                  "--pitches", "48", "72", "--per-pitch", "2", "--gl-iters", "4", "--limit", "8"]) == 0
     report = json.loads((tmp_path / "metrics.json").read_text(),
                         parse_constant=lambda token: pytest.fail(f"metrics.json holds {token}"))
     assert report["format"] == "mars_dist.quick_report/1" and "not the paper's evaluation suite" in report["what"]
     assert report["validation_notes"] == 8 and report["reference_audio"] == REFERENCE_FLAC
-    assert report["training_steps"] == {"tokenizer": 0, "ar": 0}
+    assert report["generator_export"] == str(model)
+    assert report["training_steps"] == {"tokenizer": 0, "next_scale": 0}
     tok_metrics, pitch = report["tokenizer"], report["pitch"]
     assert len(tok_metrics["codebook_usage_per_scale"]) == 3  # configs/tokenizer/tiny.yaml: 3 scales
     assert tok_metrics["mel_mse"] > tok_metrics["gl_floor_mel_mse"] > 0  # random weights are worse than the floor
@@ -97,12 +98,12 @@ def test_cli_writes_metrics_json_with_both_parts(exports, valid_shards_with_audi
     assert "mel-MSE" in table and "generated, conditional" in table and str(tmp_path / "metrics.json") in table
 
 
-def test_cli_without_ar_reports_the_tokenizer_only(exports, tiny_shards, tmp_path):
+def test_cli_without_a_model_reports_the_tokenizer_only(exports, tiny_shards, tmp_path):
     tok, _ = exports
     assert main(["--tokenizer", str(tok), "--shards", tiny_shards["valid"], "--out", str(tmp_path),
                  "--gl-iters", "2", "--limit", "2"]) == 0
     report = json.loads((tmp_path / "metrics.json").read_text())
-    assert "pitch" not in report and report["ar_export"] is None
+    assert "pitch" not in report and report["generator_export"] is None
     assert report["reference_audio"] == REFERENCE_GRIFFIN_LIM and "gl_floor_mel_mse" not in report["tokenizer"]
 
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*the covariance is singular:Run
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate_exports")
     tok = tokenizer_export(root / "tokenizer", seed=1)
-    return {"tokenizer": str(tok), "ar": str(ar_export(root / "ar", tok, seed=2)),
+    return {"tokenizer": str(tok), "next_scale": str(ar_export(root / "next_scale", tok, seed=2)),
             "classifier": str(classifier_export(root / "classifier", seed=3))}
 
 
@@ -53,7 +53,7 @@ def base_args(exports, reference: str, out: Path, *extra: str):
 @pytest.fixture(scope="module")
 def evaluated(exports, valid_with_audio, tiny_shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluate_out")
-    args = base_args(exports, valid_with_audio, out, "--model", exports["ar"], "--n-generate", str(GENERATED_NOTES),
+    args = base_args(exports, valid_with_audio, out, "--model", exports["next_scale"], "--n-generate", str(GENERATED_NOTES),
                      "--floor", tiny_shards["train"], "--pngs", "3")
     assert run_cli(main, "mars-evaluate", args) == 0
     return out, json.loads((out / "metrics.json").read_text(), parse_constant=pytest.fail), np.load(out / "features.npz")
@@ -66,6 +66,11 @@ def test_metrics_json_has_every_set_and_the_table_cells(evaluated):
     assert metrics["reference"] == {"shards": metrics["reference"]["shards"], "notes": REFERENCE_NOTES, "audio": "flac"}
     assert metrics["floor"]["notes"] == FLOOR_NOTES and metrics["floor"]["audio"] == "griffin_lim_of_cmx"
     assert metrics["generation"]["notes"] == GENERATED_NOTES and metrics["fad_embedding"] == "classifier_embedding"
+    generation = metrics["generation"]
+    assert generation["batch_size"] == 4 and "batch" not in generation
+    assert {k: generation[k] for k in ("cfg_scale", "top_k", "top_p", "temperature")} == \
+        {"cfg_scale": 3.0, "top_k": 0, "top_p": 0.95, "temperature": 1.0}, "the next_scale family's default options"
+    assert "iterations" not in generation, "MaskGIT's options are not the next_scale family's"
     assert set(metrics["sets"]["reconstruction"]) == {"ndb_k", "pis", "iis", "pkid", "ikid", "mel_paired", "fad"}
     assert set(metrics["sets"]["generated"]) == {"ndb_k", "pis", "iis", "pkid", "ikid", "mel_nearest", "fad"}
     assert set(metrics["sets"]["reference"]) == {"pis", "iis"}
@@ -164,7 +169,7 @@ def test_user_errors_are_one_line_naming_the_value(capsys, exports, valid_with_a
     swap = lambda flag, value: [value if args[i - 1] == flag else a for i, a in enumerate(args)]  # noqa: E731
     assert "no-such-export" in user_error(capsys, swap("--classifier", str(tmp_path / "no-such-export")))
     line = user_error(capsys, swap("--classifier", exports["tokenizer"]))
-    assert "expected a model of the classifier task" in line and exports["tokenizer"] in line
+    assert "exports a tokenizer model (tokenizer/tokenizer), expected classifier" in line and exports["tokenizer"] in line
     assert "no manifest" in user_error(capsys, swap("--reference", str(tmp_path)))
     assert "missing.pth: no such file" in user_error(capsys, args + ["--vggish", str(tmp_path / "missing.pth")])
     garbage = tmp_path / "garbage.pth"
@@ -176,5 +181,5 @@ def test_user_errors_are_one_line_naming_the_value(capsys, exports, valid_with_a
     with pytest.raises(SystemExit) as exited:  # argparse's own exit: usage, then the one error line
         main(args + ["--batch-size", "0"])
     err = capsys.readouterr().err
-    assert exited.value.code == 2 and "mars-evaluate: error: --batch 0: must be >= 1" in err.splitlines(), err
+    assert exited.value.code == 2 and "mars-evaluate: error: --batch-size 0: must be >= 1" in err.splitlines(), err
     assert not out.exists(), "a refused evaluation wrote output"

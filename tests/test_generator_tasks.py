@@ -18,11 +18,12 @@ from mars_dist.tasks.registry import task_class
 from mars_dist.train import main as train_main
 from tests.ar_exports import CMX_SHAPE, REPO, tokenizer_export
 from tests.generator_exports import tiny_config
-from tests.test_ar_task import fixed_batch
+from tests.test_next_scale_task import fixed_batch
 from tests.toy_task import assert_bit_identical, run_training
 
 TASKS = ("next_token", "maskgit")
-GENERATOR_CLASS = {"next_token": "NextTokenGenerator", "maskgit": "MaskGITGenerator"}
+MODEL_CLASS = {"next_token": "NextTokenAR", "maskgit": "MaskGIT"}
+FAMILY_FLAGS = {"next_token": [], "maskgit": ["--iterations", "3"]}  # MaskGIT: fewer decoding passes
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +121,10 @@ def test_train_export_sample_and_edit_through_the_entry_points(tokenizer_dir, ti
     export = export_checkpoint(newest_if_run_dir(run_dir), None, tmp_path / "export")
     assert json.loads((export / "config.json").read_text())["model"] == task
     gen = load_generator(export, load_tokenizer(tokenizer_dir), torch.device("cpu"))
-    assert type(gen).__name__ == GENERATOR_CLASS[task] and gen.task == task
+    assert gen.name == gen.family.key == task and type(gen.model).__name__ == MODEL_CLASS[task]
 
     common = ["--tokenizer", str(tokenizer_dir), "--model", str(export), "--device", "cpu", "--gl-iters", "2"]
-    assert sample_main([*common, "--out", str(tmp_path / "notes"), "--pitch", "60", "--iterations", "3"]) == 0
+    assert sample_main([*common, "--out", str(tmp_path / "notes"), "--pitch", "60", *FAMILY_FLAGS[task]]) == 0
     assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == [
         "0000_pitch060_any-family_any-source_any-velocity.png", "0000_pitch060_any-family_any-source_any-velocity.wav"]
     note = tmp_path / "notes" / "0000_pitch060_any-family_any-source_any-velocity.wav"

@@ -76,7 +76,7 @@ def test_a_tanh_gelu_after_a_linear_moves_into_it():
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("int8_exports")
     tok = tokenizer_export(root / "tokenizer")
-    return tok, ar_export(root / "ar", tok)
+    return tok, ar_export(root / "next_scale", tok)
 
 
 def test_generator_int8_quantizes_its_trunk_and_its_own_copy_of_the_decoder(exports):
@@ -142,6 +142,7 @@ def test_sample_int8_writes_notes_and_the_bench_measures_the_change(exports, tin
     tf = result["teacher_forced"]
     assert abs(tf["ce_float"] - tf["ce_int8"]) < 0.01 * tf["ce_float"] and 0 <= tf["kl"] < 0.01, tf
     assert result["decode"]["mse_int8_vs_float_decode"] < result["decode"]["mse_float_decode_vs_input"]
+    assert result["family"] == "next_scale", "the result names the export's generator family"
     assert result["sampling"]["notes"] == 4 and "teacher-forced: cross-entropy" in capsys.readouterr().out
 
 
@@ -152,16 +153,14 @@ def test_int8_kernels_compile_once_for_every_batch_size_stage_and_autocast(expor
     recompile limit of 8 it would quietly run op by op: 1.8x slower decode measured at d12)."""
     from torch._dynamo.utils import counters
 
-    from mars_dist.generation.generator import SamplingSettings
-
     tok_dir, ar_dir = exports
     gen = load_generator(ar_dir, load_tokenizer(tok_dir), torch.device("cpu"), torch.bfloat16, int8=True)
-    settings = SamplingSettings(cfg_scale=2.0)
+    options = gen.options(cfg_scale=2.0)
     graphs_before = counters["stats"]["unique_graphs"]
-    list(gen.generate([{"pitch": 60}], settings, gen.rng(0), 1))  # bf16 AR, decoder under bf16 autocast
+    list(gen.generate([{"pitch": 60}], options, gen.rng(0), 1))  # bf16 AR, decoder under bf16 autocast
     first = counters["stats"]["unique_graphs"] - graphs_before
     for batch in (2, 3, 5):
-        notes = list(gen.generate([{"pitch": 60}] * batch, settings, gen.rng(batch), batch))
+        notes = list(gen.generate([{"pitch": 60}] * batch, options, gen.rng(batch), batch))
         assert notes[0].wave_BN.shape[0] == batch
     assert counters["stats"]["unique_graphs"] - graphs_before == first <= 4, (first, counters["stats"]["unique_graphs"])
 
@@ -171,7 +170,7 @@ def test_bench_int8_answers_a_missing_export_with_one_line(tmp_path, capsys):
     from mars_dist.cli import run_cli
 
     missing = str(tmp_path / "nope")
-    assert run_cli(bench_main, "mars_dist.bench.int8", ["--tokenizer", missing, "--model", missing,
+    assert run_cli(bench_main, "mars-bench-int8", ["--tokenizer", missing, "--model", missing,
                                                         "--shards", missing]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no such export folder" in err[0], err
+    assert len(err) == 1 and err[0].startswith("mars-bench-int8: error:") and "no such export folder" in err[0], err

@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import tarfile
 
 import pytest
-import webdataset as wds
 
 from mars_dist.data import fs
-
-wds_gopen = fs.wds_gopen
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -66,33 +61,3 @@ def test_endpoint_falls_back_to_aws_endpoint_url(monkeypatch):
     explicit = fs.resolve_storage_options("s3://b/p", {"endpoint_url": "http://other:1"})
     assert explicit["endpoint_url"] == "http://other:1"
     assert fs.resolve_storage_options("/local/dir", {}) == {}
-
-
-def _tar_bytes(samples):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for key, payload in samples:
-            info = tarfile.TarInfo(f"{key}.txt")
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return buf.getvalue()
-
-
-def test_webdataset_reads_s3_through_registered_handler(s3_url):
-    assert wds_gopen.gopen_schemes["s3"] is fs.gopen_s3
-    url = fs.join(s3_url, "shard-000000.tar")
-    fs.write_bytes_atomic(url, _tar_bytes([("k0", b"zero"), ("k1", b"one")]))
-    got = [(s["__key__"], s["txt"]) for s in wds.WebDataset(url, shardshuffle=False)]
-    assert got == [("k0", b"zero"), ("k1", b"one")]
-
-
-def test_s3_gopen_uses_explicit_options_over_environment(s3_server, s3_url, monkeypatch):
-    url = fs.join(s3_url, "x.bin")
-    fs.write_bytes_atomic(url, b"payload")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
-    try:
-        fs.register_s3_gopen(s3_server["storage_options"])
-        with wds_gopen.gopen(url) as f:
-            assert f.read() == b"payload"
-    finally:
-        fs.register_s3_gopen()

@@ -8,18 +8,21 @@ import soundfile as sf
 import torch
 
 from mars_dist.errors import UserError
-from mars_dist.generation.generator import SamplingSettings
+from mars_dist.generation.generator import FamilyGenerator
 from mars_dist.generation.loaders import load_generator, load_tokenizer
 from mars_dist.generation.notes import label_grid, labels_to_tensors, note_name, read_label_file
+from mars_dist.models.generators.family import family
 from mars_dist.sample import main
 from tests.ar_exports import CMX_SHAPE, ar_export, tokenizer_export
+from tests.generator_exports import generator_export
+from tests.test_cli_errors import user_error
 
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     tok = tokenizer_export(root / "tokenizer")
-    return tok, ar_export(root / "ar", tok)
+    return tok, ar_export(root / "next_scale", tok)
 
 
 def test_label_grid_is_every_combination_with_names_resolved():
@@ -56,9 +59,10 @@ def test_bad_label_files_name_file_row_and_key(tmp_path, text, message):
 def test_round_trip_to_64000_sample_wavs_with_tokenizer_shapes(exports):
     tokenizer = load_tokenizer(exports[0])
     gen = load_generator(exports[1], tokenizer, torch.device("cpu"))
-    assert type(gen).__name__ == "NextScaleGenerator", "the generator family comes from the export's task"
+    assert isinstance(gen, FamilyGenerator) and gen.family is family("next_scale") and gen.name == "next_scale", \
+        "the generator family comes from the export's builder"
     labels = labels_to_tensors([{"pitch": 60, "instrument_family": 0}, {}], gen.device)
-    idx_list = gen.tokens(labels, 2, SamplingSettings(cfg_scale=2.0), torch.Generator().manual_seed(0))
+    idx_list = gen.tokens(labels, 2, gen.options(cfg_scale=2.0), torch.Generator().manual_seed(0))
     assert [tuple(t.shape) for t in idx_list] == [(2, h, w) for h, w in tokenizer.module.quantizer.scales]
     cmx = gen.spectrogram(idx_list)
     assert tuple(cmx.shape) == (2, *CMX_SHAPE) and cmx.abs().max() <= 1.0
@@ -84,6 +88,29 @@ def test_cli_writes_named_wavs_and_pngs_deterministically(exports, tmp_path):
     assert differs, "a different seed gave identical audio"
 
 
+def test_maskgit_iterations_flag_reaches_the_sampler(exports, tmp_path):
+    """--iterations is MaskGIT's own option: the export's 16 when left out (the same notes as an
+    explicit --iterations 16), other notes with 2 passes."""
+    tok = str(exports[0])
+    maskgit = generator_export(tmp_path / "maskgit", exports[0], "maskgit")
+    args = ["--tokenizer", tok, "--model", str(maskgit), "--pitch", "60", "--seed", "3", "--device", "cpu"]
+    for run, extra in (("default", []), ("sixteen", ["--iterations", "16"]), ("two", ["--iterations", "2"])):
+        assert main(args + extra + ["--out", str(tmp_path / run)]) == 0
+    wav = "0000_pitch060_any-family_any-source_any-velocity.wav"
+    default = (tmp_path / "default" / wav).read_bytes()
+    assert (tmp_path / "sixteen" / wav).read_bytes() == default, "--iterations 16 is not the export's default"
+    assert (tmp_path / "two" / wav).read_bytes() != default, "--iterations 2 did not reach MaskGIT's sampler"
+
+
+def test_maskgit_flag_is_refused_for_a_next_scale_export(exports, tmp_path, capsys):
+    out = tmp_path / "out"
+    line = user_error(capsys, main, "mars-sample", ["--tokenizer", str(exports[0]), "--model", str(exports[1]),
+                                                    "--out", str(out), "--device", "cpu", "--iterations", "4"])
+    assert line == ("mars-sample: error: --iterations: not an option of the next_scale family "
+                    "(its sampling flags: --cfg, --top-k, --top-p, --temperature)"), line
+    assert not out.exists(), "a refused flag wrote output"
+
+
 @pytest.mark.slow
 def test_compile_flag_generates_the_same_notes(exports, tmp_path):
     """--compile runs the transformer's stages through torch.compile (tests/test_compiled_generation.py):
@@ -102,5 +129,5 @@ def test_ar_that_does_not_fit_the_tokenizer_is_refused(exports, tmp_path):
     other_tok = load_tokenizer(tokenizer_export(tmp_path / "tok", overrides=["tokenizer.codebook_size=32"]))
     with pytest.raises(UserError, match=r"does not fit the tokenizer .*codebook 32 x 8"):
         load_generator(exports[1], other_tok, torch.device("cpu"))
-    with pytest.raises(UserError, match="exported from the 'tokenizer' task, which is not a generator .*ar"):
+    with pytest.raises(UserError, match=r"exports a tokenizer model \(tokenizer/tokenizer\), not a generator"):
         load_generator(exports[0], load_tokenizer(exports[0]), torch.device("cpu"))

@@ -1,6 +1,7 @@
 """`sbatch slurm/*.sh` on a real Slurm (tests/fixtures/slurm.py) in CPU mode (gloo, --gpus-per-node=0):
 completion with checkpoints and export, preemption -> commit -> requeue -> exact resume, the requeue
-bound, no requeue after a crash, the run-folder lock, clear errors, eval.sh, and two nodes."""
+bound, no requeue after a crash or a user's mistake (the log ends with its error line), the run-folder
+lock, clear errors, eval.sh, and two nodes."""
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ def test_ar_sh_on_two_cpu_tasks_finishes_with_checkpoints_export_and_per_job_rec
     tokenizer = tokenizer_export(tmp_path / "tokenizer")
     run_dir = tmp_path / "ar"
     job = slurm_cluster.sbatch(
-        "slurm/ar.sh", f"ar.tokenizer_path={tokenizer}", f"data.train_shards={tiny_shards['train']}",
+        "slurm/ar.sh", f"next_scale.tokenizer_path={tokenizer}", f"data.train_shards={tiny_shards['train']}",
         f"data.valid_shards={tiny_shards['valid']}", "train.max_steps=2", "checkpoint.every_steps=1", "stages.media.every=0",
         "logging.wandb_mode=disabled",
         out_dir=tmp_path, env={"CONFIG": str(AR_TINY), "RUN_DIR": str(run_dir)}, options=TWO_TASKS)
@@ -41,7 +42,7 @@ def test_ar_sh_on_two_cpu_tasks_finishes_with_checkpoints_export_and_per_job_rec
     state = read_train_state(committed_checkpoints(run_dir)[-1][1])
     assert (state["world_size"], state["backend"], state["samples_seen"]) == (2, "debug", 4)
     _, exported = read_export(run_dir / "export")
-    assert (exported["model"], exported["step"]) == ("ar", 2)
+    assert (exported["model"], exported["step"]) == ("next_scale", 2)
 
     log = run_log(run_dir, job)
     assert "world size 2" in log and "[mars slurm" in log and "done" in log.splitlines()[-1]
@@ -108,10 +109,31 @@ def test_a_crashing_job_fails_without_requeue_and_its_log_names_the_error(slurm_
     # status 1, or 134 when a rank aborts in its teardown after the exception ("terminate called without an active exception")
     assert (record["JobState"], record["Restarts"]) == ("FAILED", "0"), job.text()[-3000:]
     assert record["ExitCode"] not in ("0:0", "75:0"), record["ExitCode"]
-    last = run_log(run_dir, job).strip().splitlines()[-1]
-    assert re.search(r"failed with status (1|134), not requeued: .*NonFiniteLossError: non-finite loss at step 5", last), last
-    assert last in job.text(), "the Slurm output file has the same summary"
+    summary, last = run_log(run_dir, job).strip().splitlines()[-2:]
+    assert re.search(r"failed with status (1|134), not requeued", summary), summary
+    assert re.search(r"NonFiniteLossError: non-finite loss at step 5", last), f"the log ends with the error, not {last!r}"
+    assert job.text().strip().splitlines()[-2:] == [summary, last], "the Slurm output file ends the same way"
     assert not (run_dir / "PREEMPTED").exists() and not (run_dir / "LOCK").exists()
+
+
+def test_a_users_mistake_fails_the_job_and_its_log_ends_with_the_command_lines_error(slurm_cluster, tiny_shards, tmp_path):
+    """mars-train reports a bad override as one `mars-train: error: ...` line with status 2; that line ends the
+    log, not srun's own `srun: error: NODE: tasks 0-1: Exited with exit code 2`, which comes after it."""
+    missing = tmp_path / "no-such-export"
+    run_dir = tmp_path / "ar"
+    job = slurm_cluster.sbatch(
+        "slurm/ar.sh", f"ar.tokenizer_path={missing}", f"data.train_shards={tiny_shards['train']}",
+        f"data.valid_shards={tiny_shards['valid']}", "logging.wandb_mode=disabled",
+        out_dir=tmp_path, env={"CONFIG": str(AR_TINY), "RUN_DIR": str(run_dir)}, options=TWO_TASKS)
+    record = slurm_cluster.wait_ended(job)
+    assert (record["JobState"], record["ExitCode"], record["Restarts"]) == ("FAILED", "2:0", "0"), job.text()[-3000:]
+    lines = run_log(run_dir, job).strip().splitlines()
+    assert any(line.startswith("srun: error:") for line in lines), "srun reports the status too (and is passed over)"
+    summary, last = lines[-2:]
+    assert re.search(r"failed with status 2, not requeued", summary), summary
+    assert last.startswith("mars-train: error:") and str(missing) in last, f"the log ends with the error, not {last!r}"
+    assert job.text().strip().splitlines()[-2:] == [summary, last], "the Slurm output file ends the same way"
+    assert not (run_dir / "LOCK").exists(), "a failed job unlocks its run folder"
 
 
 def test_a_missing_config_fails_the_job_with_one_line_naming_it(slurm_cluster, tmp_path):

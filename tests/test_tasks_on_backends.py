@@ -4,8 +4,11 @@ Two launches of real gloo process groups, each running several variants one afte
   2 processes x micro-batch 1 x accumulation 2: the GAN (configs/tokenizer/tiny.yaml, discriminator
     active from step 0, dead-code restart every 2 unused steps) on accelerate DDP and FSDP2 and on
     DeepSpeed ZeRO-1/2/3; the same GAN without restarts and quantizer dropout (and with random position init) on DDP and ZeRO-2;
-    the AR (configs/next_scale/tiny.yaml over a tiny exported tokenizer) on DDP, FSDP2 and ZeRO-1/2/3, and
-    the next-token AR and MaskGIT (configs/{next_token,maskgit}/tiny.yaml, same tokenizer) on the same five;
+    every generator family through the one generator task, over a tiny exported tokenizer: the
+    next-scale AR, the next-token AR and MaskGIT (configs/{next_scale,next_token,maskgit}/tiny.yaml)
+    and the toy family defined outside the library (tests/toy_generator/toy.yaml), each on DDP,
+    FSDP2 and ZeRO-1/2/3; the next-scale runs on FSDP2 and ZeRO-3 also run the media stage at their
+    last step (the sharded weights gathered collectively, notes generated on rank 0);
   1 process x micro-batch 1 x accumulation 4: the GAN without restarts on DDP and ZeRO-2.
 The global batch (4 synthetic notes per step) is the same everywhere.
 
@@ -23,7 +26,9 @@ own magnitude, turns the summation-order noise of those elements into O(lr) upda
 
 Tolerances (fp32, 3 AdamW steps; measured values in brackets):
 - 1 x 4 == 2 x 2 for the GAN on DDP and ZeRO-2, and every backend == DDP for each generator family
-  (AR, next-token, MaskGIT): every weight within ATOL = 2e-6 [GAN <= 5.6e-7, AR <= 1e-7].
+  (next-scale, next-token, MaskGIT, toy): every weight within ATOL = 2e-6 [GAN <= 5.6e-7, AR <= 1e-7].
+- the media notes of a sharded run (FSDP2, ZeRO-3) == the notes one plain process generates from
+  that step's consolidated weights with the same seed and options: the same wav bytes.
 - every backend == DDP for the GAN (2 processes): the models' updates (trained minus initial
   weights) agree within a relative L2 error of REL_UPDATE = 1e-2 [ZeRO-1/2/3 <= 9e-5, FSDP2 <= 1.1e-3].
   An element-wise bound does not fit this model: AdamW divides each gradient element by its own
@@ -44,11 +49,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.bench.engine import VARIANTS
 from mars_dist.config import load_config
+from mars_dist.data.geometry import BatchGeometry
 from mars_dist.engine.backends import build_backend
 from mars_dist.engine.trainer import Trainer
-from mars_dist.engine.full_params import full_tensors
+from mars_dist.generation.generator import FamilyGenerator
+from mars_dist.generation.loaders import load_tokenizer
+from mars_dist.generation.notes import write_notes
+from mars_dist.labels import CONDITION_CLASSES
+from mars_dist.models.builders import load_model
+from mars_dist.models.generators.family import TokenGeometry, family
 from mars_dist.models.tokenizer.patchgan import (
     PatchGANDiscriminator,
     adaptive_weight,
@@ -57,10 +69,8 @@ from mars_dist.models.tokenizer.patchgan import (
     hinge_g_loss,
 )
 from mars_dist.models.tokenizer.config import DiscriminatorConfig
-from mars_dist.tasks.ar import ARTask
+from mars_dist.tasks.registry import task_class
 from mars_dist.tasks.tokenizer import EMA_NAME, TokenizerTask
-from mars_dist.tasks.maskgit import MaskGITTask
-from mars_dist.tasks.next_token import NextTokenTask
 from tests.ar_exports import CMX_SHAPE, REPO, TOKENIZER_TINY, tokenizer_export
 from tests.fixtures.dist import run_distributed
 
@@ -72,7 +82,13 @@ MICRO_BATCH = 1
 BACKENDS: Dict[str, List[str]] = VARIANTS
 GAN_BACKENDS = list(BACKENDS)
 AR_BACKENDS = list(BACKENDS)
-GENERATOR_TASKS = ["ar", "next_token", "maskgit"]  # task name = its config folder, section and trained model
+TOY = "tests.toy_generator.spec:toy"  # a family defined outside the library (tests/toy_generator/)
+GENERATOR_TASKS = ["next_scale", "next_token", "maskgit", TOY]  # task = the family's key
+GENERATOR_CONFIGS = {**{name: REPO / "configs" / name / "tiny.yaml" for name in GENERATOR_TASKS if name != TOY},
+                     TOY: REPO / "tests" / "toy_generator" / "toy.yaml"}
+# The media stage under sharding: at the last step, over VALID_BATCH (media_notes of its label sets).
+MEDIA = [f"stages.media.every={STEPS}"]
+MEDIA_RUNS = [("next_scale", "fsdp"), ("next_scale", "zero3")]
 EXACT_BACKENDS = ["ddp", "zero2"]  # 1 x accumulation 4 == 2 x accumulation 2
 # random position init: see "Why the GAN runs ... with random position embeddings" above
 NO_RESTART = ["tokenizer.dead_code_steps=0", "tokenizer.quant_dropout=0", "tokenizer.pos_init=random"]
@@ -99,25 +115,25 @@ def global_batch(step: int) -> Dict[str, Any]:
     }
 
 
+VALID_BATCH = global_batch(10_000)  # the Trainer's fixed validation batch (what the media stage conditions on)
+
+
 class SyntheticStream:
     """The Trainer's stream contract over `global_batch`: this rank's contiguous share of each
     global batch, cut into `grad_accum` micro-batches (the layout the real loader produces)."""
 
     def __init__(self, rank: int, world_size: int):
-        self.rank, self.micro_batch = rank, MICRO_BATCH
-        self.grad_accum = GLOBAL_BATCH // (world_size * MICRO_BATCH)
+        self.rank = rank
+        self.geometry = BatchGeometry.of(GLOBAL_BATCH, world_size, MICRO_BATCH)
         self.position = 0
 
     def __iter__(self):
+        micro, accum = self.geometry.micro_batch, self.geometry.grad_accum
         while True:
             batch = global_batch(self.position)
             self.position += 1
-            per_rank = self.micro_batch * self.grad_accum
-            start = self.rank * per_rank
-            yield [
-                {k: v[start + i * self.micro_batch:start + (i + 1) * self.micro_batch] for k, v in batch.items()}
-                for i in range(self.grad_accum)
-            ]
+            start = self.rank * micro * accum
+            yield [{k: v[start + i * micro:start + (i + 1) * micro] for k, v in batch.items()} for i in range(accum)]
 
     def cursor(self) -> Dict[str, int]:
         return {"global_batches": self.position}
@@ -125,18 +141,25 @@ class SyntheticStream:
 
 # ---------------------------------------------------------------------------------------------- recording tasks
 class RecordsLosses:
-    """Task mixin: keeps every micro-step's logged losses and the models' initial weights."""
+    """Task mixin: keeps every micro-step's logged losses, the models' initial weights and every call
+    of the media stage on this rank."""
 
     def build_models(self):
         specs = super().build_models()
         self.initial = {name: {k: v.detach().clone() for k, v in spec.module.state_dict().items()} for name, spec in specs.items()}
         self.losses: List[Dict[str, float]] = []
+        self.media: List[Dict[str, Any]] = []
         return specs
 
     def micro_step(self, batch, models, step, backward):
         logs = super().micro_step(batch, models, step, backward)
         self.losses.append({k: float(v) for k, v in logs.items()})
         return logs
+
+    def log_media(self, step, models, batch, out_dir):
+        items = super().log_media(step, models, batch, out_dir)
+        self.media.append({"step": step, "out_dir": out_dir, "items": sorted(items)})
+        return items
 
 
 class RecordingTokenizerTask(RecordsLosses, TokenizerTask):
@@ -168,46 +191,44 @@ class RecordingTokenizerTask(RecordsLosses, TokenizerTask):
 
     def after_step(self, step, models):
         codebook = models.unwrap("tokenizer").quantizer.codebook.weight
-        with full_tensors([codebook]) as (full,):
+        with models.parallel.full_tensors([codebook]) as (full,):
             before = full.detach().cpu().clone()
         super().after_step(step, models)
-        with full_tensors([codebook]) as (full,):
+        with models.parallel.full_tensors([codebook]) as (full,):
             after = full.detach().cpu().clone()
         master = self.backend.full_state_dict("tokenizer").get(CODEBOOK)  # collective; complete on rank 0
         self.codebook_steps.append({"before": before, "after": after, "master": master})
 
 
-class RecordingARTask(RecordsLosses, ARTask):
-    pass
+RECORDING = {"gan": RecordingTokenizerTask,
+             **{name: type(f"Recording{task_class(name).__name__}", (RecordsLosses, task_class(name)), {})
+                for name in GENERATOR_TASKS}}
 
 
-class RecordingNextTokenTask(RecordsLosses, NextTokenTask):
-    pass
-
-
-class RecordingMaskGITTask(RecordsLosses, MaskGITTask):
-    pass
-
-
-RECORDING = {"gan": RecordingTokenizerTask, "ar": RecordingARTask, "next_token": RecordingNextTokenTask,
-             "maskgit": RecordingMaskGITTask}
+def model_of(task: str) -> str:
+    """The trained model (and config section) of a generator task: its family's name."""
+    return family(task).name
 
 
 # ---------------------------------------------------------------------------------------------- per-rank body
+def run_config(task_name: str, variant: str, overrides: Sequence[str], run_dir: Path, tokenizer_dir: str):
+    config = TOKENIZER_TINY if task_name == "gan" else GENERATOR_CONFIGS[task_name]
+    extra = ["tokenizer.disc.start_step=0"] if task_name == "gan" else [f"{model_of(task_name)}.tokenizer_path={tokenizer_dir}"]
+    return load_config(config, COMMON + extra + BACKENDS[variant] + list(overrides) + [f"run_dir={run_dir}"])
+
+
 def _train(task_name: str, variant: str, overrides: List[str], run_dir: Path, tokenizer_dir: str) -> Dict[str, Any]:
-    config = TOKENIZER_TINY if task_name == "gan" else REPO / "configs" / task_name / "tiny.yaml"
-    extra = ["tokenizer.disc.start_step=0"] if task_name == "gan" else [f"{task_name}.tokenizer_path={tokenizer_dir}"]
-    cfg = load_config(config, COMMON + extra + BACKENDS[variant] + overrides + [f"run_dir={run_dir}"])
+    cfg = run_config(task_name, variant, overrides, run_dir, tokenizer_dir)
     task_cls = RECORDING[task_name]
     task = task_cls(cfg, {"cmx_shape": list(CMX_SHAPE)})
     backend = build_backend(cfg)
     task.backend = backend
     stream = SyntheticStream(backend.rank, backend.world_size)
-    result = Trainer(cfg, backend, task, stream).train()
+    result = Trainer(cfg, backend, task, stream, valid_batch=VALID_BATCH).train()
     names = list(task.initial)
     out: Dict[str, Any] = {
-        "steps": result.step, "world_size": backend.world_size, "grad_accum": stream.grad_accum,
-        "losses": task.losses, "initial": task.initial,
+        "steps": result.step, "world_size": backend.world_size, "grad_accum": stream.geometry.grad_accum,
+        "losses": task.losses, "initial": task.initial, "media": task.media, "run_dir": str(run_dir),
         "weights": {name: backend.full_state_dict(name) for name in names},  # trained: complete on rank 0
     }
     if task_name == "gan":
@@ -230,11 +251,20 @@ def key(task: str, variant: str, overrides: Sequence[str] = ()) -> str:
     return f"{task}/{variant}/{'+'.join(overrides)}"
 
 
+def generator_overrides(task: str, variant: str) -> List[str]:
+    return MEDIA if (task, variant) in MEDIA_RUNS else []
+
+
+def generator_key(task: str, variant: str) -> str:
+    return key(task, variant, generator_overrides(task, variant))
+
+
 # ZeRO-3 runs last: DeepSpeed replaces torch.nn.functional.linear process-wide when a ZeRO-3 engine
 # is built, and FSDP2's DTensor parameters do not pass through its replacement (one backend per
 # process in real runs; several here to keep launches few).
 TWO_PROCESS_PLAN = sorted([("gan", v, []) for v in GAN_BACKENDS] + [("gan", v, NO_RESTART) for v in EXACT_BACKENDS]
-                          + [(task, v, []) for task in GENERATOR_TASKS for v in AR_BACKENDS], key=lambda run: run[1] == "zero3")
+                          + [(task, v, generator_overrides(task, v)) for task in GENERATOR_TASKS for v in AR_BACKENDS],
+                          key=lambda run: run[1] == "zero3")
 ONE_PROCESS_PLAN = [("gan", v, NO_RESTART) for v in EXACT_BACKENDS]
 
 
@@ -391,16 +421,71 @@ def test_gan_1_process_x_accumulation_4_equals_2_processes_x_2(launches, variant
 @pytest.mark.parametrize("task", GENERATOR_TASKS)
 @pytest.mark.parametrize("variant", AR_BACKENDS)
 def test_generators_train_on_every_backend_and_leave_the_frozen_tokenizer_alone(launches, task, variant):
-    from mars_dist.tasks.shared.exported import load_exported
-
-    exported, _ = load_exported(launches["tokenizer_dir"])
+    exported, _ = load_model(launches["tokenizer_dir"], expected=("tokenizer",))
     exported_sd = exported.state_dict()
+    model = model_of(task)
     for rank, results in enumerate(launches[2]):
-        run = results[key(task, variant)]
+        run = results[generator_key(task, variant)]
         assert all(torch.isfinite(torch.tensor(v)) for logs in run["losses"] for v in logs.values()), f"{task} {variant} rank {rank}"
         frozen = run["weights"]["tokenizer"]
         assert all(torch.equal(frozen[k], exported_sd[k]) for k in exported_sd), f"{task} {variant} rank {rank}: frozen tokenizer changed"
-    run = launches[2][0][key(task, variant)]
-    assert _max_diff(run["weights"][task], run["initial"][task]) > 1e-3, f"{task} {variant}: weights did not move"
-    diff = _max_diff(run["weights"][task], launches[2][0][key(task, "ddp")]["weights"][task])
+    run = launches[2][0][generator_key(task, variant)]
+    assert set(run["initial"]) == {model, "tokenizer"}, f"{task}: the trained model is named after the family"
+    assert _max_diff(run["weights"][model], run["initial"][model]) > 1e-3, f"{task} {variant}: weights did not move"
+    diff = _max_diff(run["weights"][model], launches[2][0][generator_key(task, "ddp")]["weights"][model])
     assert diff <= ATOL, f"{task} {variant} vs ddp: differs by {diff}"
+
+
+def media_run(launches, task: str, variant: str):
+    """(rank 0's results of the run, its run config, the folder its media stage wrote the notes to)."""
+    run = launches[2][0][generator_key(task, variant)]
+    cfg = run_config(task, variant, generator_overrides(task, variant), Path(run["run_dir"]), str(launches["tokenizer_dir"]))
+    return run, cfg, Path(run["run_dir"]) / "media" / f"step-{STEPS:08d}" / f"{model_of(task)}-step{STEPS:08d}"
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("task, variant", MEDIA_RUNS)
+def test_media_stage_under_sharding_runs_on_every_rank_and_rank_0_writes_the_notes(launches, task, variant):
+    """Every rank entered the media stage at the last step and came back (the gather is collective:
+    a rank left out would hang the others); only rank 0 had a folder to write and logged items."""
+    calls = [results[generator_key(task, variant)]["media"] for results in launches[2]]
+    assert [[call["step"] for call in rank_calls] for rank_calls in calls] == [[STEPS], [STEPS]], f"{variant}: {calls}"
+    (main,), (other,) = calls
+    assert main["out_dir"] is not None and other["out_dir"] is None, f"{variant}: only rank 0 writes media"
+    _, cfg, folder = media_run(launches, task, variant)
+    notes = getattr(cfg, model_of(task)).media_notes
+    wavs = sorted(folder.glob("*.wav"))
+    assert len(wavs) == notes > 0 and all(w.with_suffix(".png").stat().st_size > 0 for w in wavs), \
+        f"{variant}: expected {notes} wav + png pairs in {folder}, found {sorted(p.name for p in folder.iterdir())}"
+    assert len(main["items"]) == 2 * len(wavs) and other["items"] == [], f"{variant}: wandb items {main['items']}, {other['items']}"
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("task, variant", MEDIA_RUNS)
+def test_media_notes_of_a_sharded_run_equal_a_plain_process_generating_from_the_consolidated_weights(
+        launches, task, variant, tmp_path):
+    """The media stage's sampler (seed = cfg.seed, cfg_scale = media_cfg_scale, top_p = media_top_p)
+    fed with this step's consolidated weights in one plain process writes the same wav bytes."""
+    run, cfg, folder = media_run(launches, task, variant)
+    spec, settings = family(task), getattr(cfg, model_of(task))
+    tokenizer = load_tokenizer(launches["tokenizer_dir"])
+    model = spec.build(settings, TokenGeometry.of(tokenizer.module.quantizer))
+    model.load_state_dict(run["weights"][model_of(task)])
+    label_sets = [{name: int(VALID_BATCH[name][i]) for name in CONDITION_CLASSES if name in VALID_BATCH}
+                  for i in range(settings.media_notes)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks ran: the same matmul blocking, the same rounding
+    try:
+        gen = FamilyGenerator(spec, model, tokenizer.module, AudioFrontend(cfg.audio), torch.device("cpu"))
+        options = gen.options(cfg_scale=settings.media_cfg_scale, top_p=settings.media_top_p)
+        wavs: List[Path] = []
+        for generated in gen.generate(label_sets, options, gen.rng(cfg.seed), batch_size=len(label_sets)):
+            wavs += write_notes(generated, tmp_path, len(wavs), gen.frontend)
+    finally:
+        torch.set_num_threads(threads)
+    logged = sorted(folder.glob("*.wav"))
+    assert [w.name for w in logged] == [w.name for w in wavs], f"{variant}: notes {logged} vs {wavs}"
+    for got, want in zip(logged, wavs):
+        assert got.read_bytes() == want.read_bytes(), f"{variant}: {got.name} differs from the plain process's note"

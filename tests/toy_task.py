@@ -3,7 +3,9 @@
 It has what the engine must handle for the real tasks, at a size that trains in milliseconds:
 two trained models with their own optimizers (like the tokenizer's generator and discriminator),
 a frozen EMA copy updated in `after_step`, dropout (so RNG state matters for exact resume), task
-state, FLOPs for MFU, and media. Runs under every launch path as `task=tests.toy_task:ToyTask`.
+state, FLOPs for MFU, media, and exports of its regressors (the builder it registers rebuilds them
+through mars_dist.models.builders.load_model). Runs under every launch path as
+`task=tests.toy_task:ToyTask`.
 
 Fault injection for tests: TOY_TASK_NONFINITE="RANK:STEP[,RANK:STEP...]" makes the regression loss
 NaN on that rank ("*" for every rank) at that 0-based step. TOY_TASK_SLOW_EXIT="RANK:SECONDS" makes
@@ -15,6 +17,7 @@ from __future__ import annotations
 import atexit
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -27,6 +30,8 @@ from mars_dist.engine import schedule as lr_schedule
 from mars_dist.engine.backends import build_backend
 from mars_dist.engine.checkpoint import read_train_state, resolve_resume
 from mars_dist.engine.task import ModelSpec, Models, Task
+from mars_dist.io.exports import ExportSpec
+from mars_dist.models.builders import register_builder
 from mars_dist.tasks.registry import register_task, task_class
 from mars_dist.engine.trainer import Trainer
 from mars_dist.train import build_stream, fixed_validation_batch
@@ -39,15 +44,27 @@ EMA_RATE = 0.1
 class PitchRegressor(nn.Module):
     """conv -> pooled features -> pitch / 127."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, features: int = FEATURES):
         super().__init__()
-        self.conv = nn.Conv2d(channels, FEATURES, kernel_size=3, stride=2, padding=1)
+        self.conv = nn.Conv2d(channels, features, kernel_size=3, stride=2, padding=1)
         self.dropout = nn.Dropout(0.1)
-        self.head = nn.Linear(FEATURES, 1)
+        self.head = nn.Linear(features, 1)
 
     def forward(self, cmx_BCHW: torch.Tensor):
         feats_BF = F.gelu(self.conv(cmx_BCHW)).mean(dim=(2, 3))
         return feats_BF, self.head(self.dropout(feats_BF)).squeeze(-1)
+
+
+@dataclass
+class RegressorConfig:
+    """The architecture an export of the regressor (or its EMA) stores."""
+
+    features: int = FEATURES
+
+
+REGRESSOR_BUILDER = "tests.toy_task:PitchRegressor"
+register_builder(REGRESSOR_BUILDER, RegressorConfig,
+                 lambda arch, inputs: PitchRegressor(int(inputs["cmx_shape"][0]), arch.features))
 
 
 def _nonfinite_injections() -> List[tuple]:
@@ -98,6 +115,12 @@ class ToyTask(Task):
         for ema_p, live_p in zip(models.unwrap("ema").parameters(), models.unwrap("regressor").parameters()):
             ema_p.lerp_(live_p, EMA_RATE)
         self.ema_updates += 1
+
+    def export_spec(self, name: str) -> ExportSpec:
+        """The regressor and its EMA rebuild through REGRESSOR_BUILDER; the classifier head is not exportable."""
+        if name not in ("regressor", "ema"):
+            return super().export_spec(name)
+        return ExportSpec(REGRESSOR_BUILDER, {"features": FEATURES}, {"cmx_shape": list(self.data_info["cmx_shape"])})
 
     def state_dict(self) -> Dict[str, Any]:
         return {"ema_updates": self.ema_updates}

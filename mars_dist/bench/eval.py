@@ -264,7 +264,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             results["metric_seconds"] = times = run_metrics(args.sizes)
             sizes = [str(n) for n in args.sizes]
             growth = f"x{sizes[-1]}/{sizes[0]}"
-            print(f"\nmetric computation (float64, random features of the real shapes, reference = evaluated = N)")
+            print("\nmetric computation (float64, random features of the real shapes, reference = evaluated = N)")
             rows = [[name] + [f"{t[s]:.3f}" for s in sizes] + [f"{t[sizes[-1]] / max(t[sizes[0]], 1e-9):.0f}"]
                     for name, t in times.items()]
             totals = [sum(t[s] for t in times.values()) for s in sizes]

@@ -37,7 +37,7 @@ from mars_dist.models.generators.options import SamplingOptions
 
 
 @torch.no_grad()
-def teacher_forced(float_gen: Generator, int8_gen: FamilyGenerator, idx_list: List[torch.Tensor],
+def teacher_forced(float_gen: FamilyGenerator, int8_gen: FamilyGenerator, idx_list: List[torch.Tensor],
                    labels: Dict[str, torch.Tensor], batch: int) -> Optional[Dict[str, float]]:
     """Cross-entropy, KL and top-1 agreement of the two next-scale models on real token maps (None for
     families whose training input is not the quantizer's teacher-forcing pyramid)."""
@@ -62,7 +62,7 @@ def teacher_forced(float_gen: Generator, int8_gen: FamilyGenerator, idx_list: Li
 
 
 @torch.no_grad()
-def decode_difference(float_gen: Generator, int8_gen: FamilyGenerator, idx_list: List[torch.Tensor],
+def decode_difference(float_gen: FamilyGenerator, int8_gen: FamilyGenerator, idx_list: List[torch.Tensor],
                       cmx_NCHW: torch.Tensor) -> Dict[str, float]:
     cmx_f = float_gen.spectrogram(idx_list)
     cmx_q = int8_gen.spectrogram(idx_list)

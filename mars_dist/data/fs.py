@@ -7,14 +7,12 @@ AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, ...) unless `stora
 Writes are all-or-nothing for readers: a local file is written under a temporary name and
 `os.replace`d; an S3 object only becomes visible when its PUT (or multipart upload) completes.
 
-Importing this module registers an `s3://` handler in webdataset's `gopen_schemes` (webdataset
-1.0.2 has none). s3fs holds sockets and an event loop, so filesystems are created lazily in the
-process that uses them (fsspec caches instances per process id); prefer spawned workers.
+s3fs holds sockets and an event loop, so filesystems are created lazily in the process that uses
+them (fsspec caches instances per process id).
 """
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import posixpath
 from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple
@@ -22,10 +20,6 @@ from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple
 import fsspec
 
 from mars_dist.io.atomic import atomic_write_bytes
-
-# `import webdataset.gopen as m` yields the gopen *function* (the package re-exports it under the
-# module's name); the dispatch table lives in the module.
-wds_gopen = importlib.import_module("webdataset.gopen")
 
 READ_BLOCK_BYTES = 8 << 20  # large sequential reads: shards are streamed front to back
 HASH_CHUNK_BYTES = 4 << 20
@@ -189,28 +183,3 @@ def commit_file(tmp_path: str, url: str, storage_options: Optional[Mapping[str, 
     stored = size(url, storage_options)
     if stored != expected:
         raise OSError(f"{url}: {stored} bytes stored, expected {expected}")
-
-
-_s3_gopen_options: Dict[str, Any] = {}
-
-
-def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, storage_options: Optional[Mapping[str, Any]] = None,
-             **_: Any) -> BinaryIO:
-    """webdataset gopen handler for s3:// URLs (options: the call's, else `register_s3_gopen`'s, else AWS_*)."""
-    del bufsize  # fsspec reads in READ_BLOCK_BYTES blocks instead
-    options = storage_options if storage_options is not None else _s3_gopen_options
-    return open_url(url, mode, options)
-
-
-def register_s3_gopen(storage_options: Optional[Mapping[str, Any]] = None) -> None:
-    """Route webdataset's s3:// URLs through s3fs with these options, in this process.
-
-    Call it in every process that opens shards (e.g. a DataLoader worker_init_fn) when the options
-    are not all in AWS_* variables; importing this module registers it with the AWS_* defaults.
-    """
-    _s3_gopen_options.clear()
-    _s3_gopen_options.update(storage_options or {})
-    wds_gopen.gopen_schemes["s3"] = gopen_s3
-
-
-register_s3_gopen()

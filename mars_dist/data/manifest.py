@@ -49,7 +49,7 @@ def read_manifest(url: str, storage_options: Optional[Mapping[str, Any]] = None,
     """
     path = manifest_url(url)
     missing = ManifestError(f"{path}: no manifest. Either nothing was sharded here or sharding did not finish "
-                            "(the manifest is written last); run data_tools.shard again to complete it")
+                            "(the manifest is written last); run mars-shard again to complete it")
     if remote is not None and fs.is_s3(url) and not url.endswith(".json"):
         try:
             blob = remote.read(MANIFEST_NAME)

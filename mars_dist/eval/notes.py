@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mars_dist.audio.frontend import AudioFrontend
+from mars_dist.data.shard_set import ShardSetError, open_shard_set
 from mars_dist.errors import UserValueError
 from mars_dist.labels import SAMPLE_FIELDS
 
@@ -22,37 +23,9 @@ REFERENCE_FLAC = "flac"  # the original note stored in the shards (--with-audio)
 REFERENCE_GRIFFIN_LIM = "griffin_lim_of_cmx"  # Griffin-Lim of the stored CMX tensor
 
 
-class ShardSetError(UserValueError):
-    """A shard set that cannot be read, or was made with other audio settings than the model's."""
-
-
 def griffin_lim_audio(frontend: AudioFrontend, cmx_NCHW: torch.Tensor, batch: int = 16) -> torch.Tensor:
     """Griffin-Lim audio [N, num_samples] of CMX tensors, `batch` at a time (bounded memory)."""
     return torch.cat([frontend.cmx_to_wave(cmx_NCHW[i:i + batch]) for i in range(0, len(cmx_NCHW), batch)])
-
-
-def open_shard_set(url: str, audio_cfg: Any, storage_options: Optional[Dict[str, Any]] = None,
-                   with_audio: Optional[bool] = None):
-    """(manifest, SampleReader) of a shard set whose audio numbers must be `audio_cfg`'s.
-
-    `with_audio=None` decodes the stored originals when the set has them. Problems with the set
-    (no manifest, other audio settings) are ShardSetError, a user error naming the set.
-    """
-    from mars_dist.data.manifest import ManifestError, check_compatible, manifest_url, read_manifest
-    from mars_dist.data.sample_reader import AUDIO_MEMBER, SampleReader, ShardFormatError, ShardIndex
-
-    try:
-        manifest = read_manifest(url, storage_options)
-        check_compatible(manifest, audio_cfg, where=manifest_url(url))
-        has_audio = AUDIO_MEMBER in manifest.get("members", [])
-        if with_audio and not has_audio:
-            raise ShardSetError(f"{url}: the shards hold no original audio (write them with --with-audio)")
-        index = ShardIndex.load(url, manifest, storage_options)
-    except (ManifestError, ShardFormatError) as err:
-        raise ShardSetError(str(err)) from None
-    reader = SampleReader(url, storage_options, index, manifest["cmx_shape"],
-                          with_audio=has_audio if with_audio is None else with_audio)
-    return manifest, reader
 
 
 @dataclass

@@ -134,7 +134,7 @@ class ClassifierTask(Task):
         """float64 [3] summed over ranks: each rank measures its strided share of the validation notes."""
         s = self.settings
         if self._valid_reader is None:
-            from mars_dist.eval.notes import open_shard_set
+            from mars_dist.data.shard_set import open_shard_set
 
             _, self._valid_reader = open_shard_set(self.cfg.data.valid_shards, self.cfg.audio,
                                                    self.cfg.data.storage_options, with_audio=False)

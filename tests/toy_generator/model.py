@@ -4,7 +4,7 @@ No autoregression and no transformer: enough to train, export, sample and edit t
 engine, export, generation and benchmark paths, with nothing of the built-in families' trunk."""
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn

@@ -1,4 +1,5 @@
-"""ARTask through the Task API: models, losses per scale, learning on a fixed batch, media."""
+"""The next-scale AR's generator task through the Task API: models, losses per scale, learning on a
+fixed batch, media."""
 from __future__ import annotations
 
 import soundfile as sf
@@ -7,7 +8,7 @@ import torch
 
 from mars_dist.engine.task import Models
 from mars_dist.models.generators.next_scale.model import NextScaleAR
-from mars_dist.tasks.ar import ARTask
+from mars_dist.tasks.registry import task_class
 from tests.ar_exports import CMX_SHAPE, ar_config, tokenizer_export
 
 
@@ -33,17 +34,17 @@ def fixed_batch(n: int = 4, seed: int = 0):
 
 def build(tokenizer_dir, overrides=()):
     torch.manual_seed(0)
-    task = ARTask(ar_config(tokenizer_dir, overrides), {"cmx_shape": list(CMX_SHAPE)})
+    task = task_class("next_scale")(ar_config(tokenizer_dir, overrides), {"cmx_shape": list(CMX_SHAPE)})
     specs = task.build_models()
     modules = {name: spec.module for name, spec in specs.items()}
     return task, specs, Models(modules, modules)
 
 
-def test_models_ar_trained_and_tokenizer_frozen(tokenizer_dir):
+def test_models_next_scale_trained_and_tokenizer_frozen(tokenizer_dir):
     task, specs, _ = build(tokenizer_dir)
-    assert set(specs) == {"ar", "tokenizer"}
-    assert specs["tokenizer"].optimizer is None and specs["ar"].optimizer is not None
-    ar, q = specs["ar"].module, specs["tokenizer"].module.quantizer
+    assert set(specs) == {"next_scale", "tokenizer"}
+    assert specs["tokenizer"].optimizer is None and specs["next_scale"].optimizer is not None
+    ar, q = specs["next_scale"].module, specs["tokenizer"].module.quantizer
     assert isinstance(ar, NextScaleAR)
     assert ar.scales == q.scales and ar.codebook_size == q.codebook_size and ar.codebook_dim == q.codebook_dim
     assert task.tokens_per_sample() == sum(h * w for h, w in q.scales)
@@ -51,8 +52,8 @@ def test_models_ar_trained_and_tokenizer_frozen(tokenizer_dir):
 
 
 def test_micro_step_learns_a_fixed_batch_and_logs_every_scale(tokenizer_dir):
-    task, specs, models = build(tokenizer_dir, ["ar.cond_drop_prob=0.0", "ar.label_drop_prob=0.0", "optim.lr=3e-3"])
-    optimizer = specs["ar"].optimizer(specs["ar"].module.parameters())
+    task, specs, models = build(tokenizer_dir, ["next_scale.cond_drop_prob=0.0", "next_scale.label_drop_prob=0.0", "optim.lr=3e-3"])
+    optimizer = specs["next_scale"].optimizer(specs["next_scale"].module.parameters())
     tokenizer_before = {k: v.clone() for k, v in specs["tokenizer"].module.state_dict().items()}
     batch, calls, losses = fixed_batch(), [], []
 
@@ -66,8 +67,8 @@ def test_micro_step_learns_a_fixed_batch_and_logs_every_scale(tokenizer_dir):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(logs["loss/ce"]))
-    assert calls == ["ar"] * 25
-    K = len(specs["ar"].module.scales)
+    assert calls == ["next_scale"] * 25
+    K = len(specs["next_scale"].module.scales)
     assert {f"scale/ce_s{k}" for k in range(K)} | {f"scale/acc_s{k}" for k in range(K)} <= set(logs)
     assert losses[-1] < 0.5 * losses[0], f"loss did not halve on a fixed batch: {losses[0]:.3f} -> {losses[-1]:.3f}"
     assert float(logs["loss/acc"]) > 0.5
@@ -78,8 +79,8 @@ def test_micro_step_learns_a_fixed_batch_and_logs_every_scale(tokenizer_dir):
 def test_log_media_writes_generated_notes(tokenizer_dir, tmp_path):
     task, _, models = build(tokenizer_dir)
     items = task.log_media(3, models, fixed_batch(), str(tmp_path))
-    wavs = sorted((tmp_path / "ar-step00000003").glob("*.wav"))
-    assert len(wavs) == task.cfg.ar.media_notes == 2
+    wavs = sorted((tmp_path / "next_scale-step00000003").glob("*.wav"))
+    assert len(wavs) == task.cfg.next_scale.media_notes == 2
     for wav in wavs:
         data, rate = sf.read(wav)
         assert data.shape == (64000,) and rate == 16000
@@ -89,9 +90,9 @@ def test_log_media_writes_generated_notes(tokenizer_dir, tmp_path):
 
 
 def test_bad_tokenizer_path_and_shape_are_named(tokenizer_dir, tmp_path):
-    with pytest.raises(ValueError, match="ar.tokenizer_path is empty"):
-        ARTask(ar_config(tokenizer_dir, ["ar.tokenizer_path=''"]), {"cmx_shape": list(CMX_SHAPE)}).build_models()
+    with pytest.raises(ValueError, match="next_scale.tokenizer_path is empty"):
+        task_class("next_scale")(ar_config(tokenizer_dir, ["next_scale.tokenizer_path=''"]), {"cmx_shape": list(CMX_SHAPE)}).build_models()
     with pytest.raises(FileNotFoundError, match="no such folder"):
-        ARTask(ar_config(tmp_path / "nothing"), {"cmx_shape": list(CMX_SHAPE)}).build_models()
+        task_class("next_scale")(ar_config(tmp_path / "nothing"), {"cmx_shape": list(CMX_SHAPE)}).build_models()
     with pytest.raises(ValueError, match=r"trained on CMX \(2, 256, 256\), the shards hold \(4, 128, 256\)"):
-        ARTask(ar_config(tokenizer_dir), {"cmx_shape": [4, 128, 256]}).build_models()
+        task_class("next_scale")(ar_config(tokenizer_dir), {"cmx_shape": [4, 128, 256]}).build_models()
