@@ -1,13 +1,15 @@
 """Validate a shard set against its manifest, decoding every sample, and print a summary.
 
-    python -m data_tools.inspect_shards runs/shards/train        # or s3://bucket/prefix
-    python -m data_tools.inspect_shards s3://bucket/prefix --storage-option endpoint_url=http://...
+    mars-inspect runs/shards/train        # or s3://bucket/prefix; `python -m data_tools.inspect_shards` alike
+    mars-inspect s3://bucket/prefix --storage-option endpoint_url=http://...
 
 Checks, per shard: size and sha256 against the manifest; the index sidecar (keys, byte ranges)
 against the tar's actual member layout; every sample's members decode — the CMX tensor with the
 manifest's dtype, shape and value range, the labels as a complete NSynth entry, the optional FLAC
 as the configured length; no key appears twice; the per-channel mean/std recomputed from the
-stored tensors match the manifest. Exits 1 and names shard and problem if anything is off.
+stored tensors match the manifest. Exits 1 and names shard and problem if anything is off; a
+location that does not exist or cannot be read (no such folder, bucket or endpoint) is the user's
+mistake: one `mars-inspect: error:` line, exit 2.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import collections
 import hashlib
 import io
 import json
+import os
 import sys
 import tarfile
 from dataclasses import dataclass, field
@@ -27,9 +30,13 @@ from tqdm import tqdm
 
 from data_tools.nsynth import NoteError, NSynthEntry
 from data_tools.shard_writer import AUDIO_MEMBER, CMX_MEMBER, LABELS_MEMBER, ChannelStats
+from data_tools.storage import check_storage_options, storage_errors, storage_option_value
+from mars_dist.cli import run_cli
 from mars_dist.data import fs
 from mars_dist.data.manifest import ManifestError, read_manifest
+from mars_dist.errors import UserFileNotFoundError
 
+PROG = "mars-inspect"
 HISTOGRAM_FIELDS = ("instrument_family_str", "instrument_source_str", "velocity")
 STATS_TOLERANCE = 1e-6
 
@@ -192,20 +199,41 @@ def _check_totals(report: InspectReport) -> None:
             report.problems.append(f"manifest: {key}={theirs.tolist()}, recomputed from the shards {ours.tolist()}")
 
 
+def _check_location(url: str, storage_options: Optional[Mapping[str, Any]]) -> None:
+    """UserFileNotFoundError unless `url` (or the folder of `url` naming a manifest) is a folder or an S3 prefix
+    holding something: what is there is inspected, a location with nothing at it is a mistyped path."""
+    location = (url.rpartition("/")[0] or ".") if url.endswith(".json") else url
+    check_storage_options(url, storage_options)
+    with storage_errors(url, storage_options):
+        found = fs.exists(location, storage_options)
+    if not found:
+        raise UserFileNotFoundError(f"{url}: no such folder or S3 prefix (expected a shard set's folder or "
+                                    "s3://bucket/prefix, holding manifest.json)")
+    if not fs.is_s3(location) and not os.path.isdir(location):
+        raise UserFileNotFoundError(f"{url}: is a file, not a folder (expected a shard set's folder holding "
+                                    "manifest.json)")
+
+
 def inspect_shards(url: str, storage_options: Optional[Mapping[str, Any]] = None,
                    progress: bool = False) -> InspectReport:
-    """Check every shard of the set at `url` against its manifest; problems are collected, not raised."""
-    try:
-        manifest = read_manifest(url, storage_options)
-    except ManifestError as exc:
-        return InspectReport(url, {}, problems=[str(exc)])
-    report = InspectReport(url, manifest)
-    seen_keys: Set[str] = set()
-    for shard in tqdm(manifest["shards"], desc="inspecting", unit="shard", disable=not progress):
+    """Check every shard of the set at `url` against its manifest; problems are collected, not raised.
+
+    A location that does not exist raises UserFileNotFoundError; one that cannot be read (permissions,
+    an unreachable S3 endpoint, no credentials) raises data_tools.storage.StorageError naming it.
+    """
+    _check_location(url, storage_options)
+    with storage_errors(url, storage_options):
         try:
-            inspect_shard(report, shard, storage_options, seen_keys)
-        except ShardProblem as exc:
-            report.problems.append(str(exc))
+            manifest = read_manifest(url, storage_options)
+        except ManifestError as exc:
+            return InspectReport(url, {}, problems=[str(exc)])
+        report = InspectReport(url, manifest)
+        seen_keys: Set[str] = set()
+        for shard in tqdm(manifest["shards"], desc="inspecting", unit="shard", disable=not progress):
+            try:
+                inspect_shard(report, shard, storage_options, seen_keys)
+            except ShardProblem as exc:
+                report.problems.append(str(exc))
     _check_totals(report)
     return report
 
@@ -244,12 +272,13 @@ def format_summary(report: InspectReport) -> str:
 def _parse_storage_option(text: str) -> tuple:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--storage-option {text!r}: expected KEY=VALUE")
-    return key, value
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE (an fsspec/s3fs option)")
+    return key, storage_option_value(key, value)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    """0: the set is sound; 1: it was inspected and has problems (listed on stderr); a user error propagates."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("url", help="shard folder or s3://bucket/prefix (holding manifest.json)")
     parser.add_argument("--storage-option", action="append", type=_parse_storage_option, default=[],
@@ -267,5 +296,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The console script `mars-inspect` (and `python -m data_tools.inspect_shards`): user errors as one line,
+    exit status 2."""
+    sys.exit(run_cli(main, PROG))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -17,13 +17,14 @@ import soundfile as sf
 import torch
 
 from mars_dist.audio.config import STFTConfig
+from mars_dist.errors import UserValueError
 from mars_dist.labels import FAMILIES, QUALITIES, SOURCES
 
 SAMPLE_RATE = 16000  # NSynth's; other sets state theirs per entry and in audio.stft.sample_rate
 NUM_SAMPLES = 64000  # 4 s at 16 kHz
 
 
-class NoteError(ValueError):
+class NoteError(UserValueError):
     """One note is unusable; `note_str` names it and `problem` says what is wrong."""
 
     def __init__(self, note_str: str, problem: str):
@@ -35,7 +36,7 @@ class NoteError(ValueError):
         return (type(self), (self.note_str, self.problem))
 
 
-class LayoutError(ValueError):
+class LayoutError(UserValueError):
     """The split as a whole is unreadable (no examples.json, not JSON, not a dict)."""
 
 

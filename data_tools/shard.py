@@ -1,6 +1,6 @@
 """NSynth (real or synthetic) -> WebDataset tar shards of CMX tensors + labels, in a folder or on S3.
 
-    python -m data_tools.shard --nsynth-root ROOT --split train --out runs/shards/train \\
+    mars-shard --nsynth-root ROOT --split train --out runs/shards/train \\
         [--shard-size 256] [--workers N] [--seed 0] [--on-error fail|skip] [--with-audio] \\
         [--resample] [--verify-content] [--config run.yaml] [audio.cmx.layout=contiguous ...]
 
@@ -10,7 +10,7 @@ shards an earlier run already completed from the same notes, settings and unchan
 and reuses them; `manifest.json` is removed before any shard is (re)written and written again,
 atomically, only after every shard is complete — so a manifest never points at a partial or stale
 shard, however the run ends — and then the files it does not list are removed. Layout and
-manifest fields: docs/data.md, "Shards".
+manifest fields: docs/data.md, "Shards". `python -m data_tools.shard` is the same command.
 """
 from __future__ import annotations
 
@@ -35,19 +35,22 @@ from data_tools.shard_writer import (
     AUDIO_MEMBER, CMX_MEMBER, LABELS_MEMBER, ChannelStats, ShardJob, ShardTask, completed_record,
     frontend_for, plan_fingerprint, write_shard,
 )
-from data_tools.storage import StorageError, prepare_output, remove_temporaries, remove_unlisted, storage_errors
+from data_tools.storage import prepare_output, remove_temporaries, remove_unlisted, storage_errors
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
+from mars_dist.cli import run_cli
 from mars_dist.config import ConfigError, load_config
 from mars_dist.data import fs
 from mars_dist.data.manifest import FORMAT, MANIFEST_NAME
+from mars_dist.errors import UserValueError
 
 log = logging.getLogger("data_tools.shard")
 
+PROG = "mars-shard"
 ON_ERROR = ("fail", "skip")
 
 
-class ShardingError(RuntimeError):
+class ShardingError(UserValueError):
     """The run as a whole cannot proceed (bad arguments, unreadable split, nothing left to write)."""
 
 
@@ -210,11 +213,10 @@ def shard_nsynth(
     options = dict(storage_options or {})
     frontend = _frontend(audio_cfg)
     description = frontend.describe()
-    prepare_output(out_url, options)
-
     entries, skipped = _read_entries(nsynth_root, split, on_error, None if resample else audio_cfg.stft.sample_rate)
     if not entries:
         raise ShardingError(f"{nsynth_root}: split {split!r} has no usable notes")
+    prepare_output(out_url, options)  # only once the input is known to be usable: a refused run writes nothing
     tasks = plan_tasks(entries, seed, shard_size, description, with_audio, resample)
     staging_dir = tempfile.mkdtemp(prefix="mars_dist-shard-") if fs.is_s3(out_url) else None
     job = ShardJob(nsynth_root, split, out_url, audio_cfg, with_audio, on_error, options, resample=resample,
@@ -280,8 +282,7 @@ def _audio_and_storage(config: Optional[str], overrides: Iterable[str]) -> tuple
     overrides = list(overrides)
     for item in overrides:
         if not item.startswith(_OVERRIDE_SCOPES):
-            raise ConfigError(f"override '{item}': data_tools.shard only uses audio.* and data.storage_options.* "
-                              "settings")
+            raise ConfigError(f"override '{item}': {PROG} only uses audio.* and data.storage_options.* settings")
     cfg = load_config(config, overrides)
     return cfg.audio, dict(cfg.data.storage_options)
 
@@ -300,7 +301,7 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="data_tools.shard", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--nsynth-root", required=True, help="folder holding nsynth-{split}/")
     parser.add_argument("--split", required=True, help="train, valid, test, ...")
@@ -324,23 +325,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The CLI: 0 on success; a user error (bad note, setting, path, bucket) is one `prog: error:` line, exit 2."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The CLI: 0 on success. A user error (bad note, setting, path, bucket: a UserError) propagates, for
+    run_cli to print as one `mars-shard: error:` line with exit status 2."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        audio_cfg, storage_options = _audio_and_storage(args.config, args.overrides)
-        manifest = shard_nsynth(args.nsynth_root, args.split, args.out, audio_cfg, shard_size=args.shard_size,
-                                workers=args.workers, seed=args.seed, on_error=args.on_error,
-                                with_audio=args.with_audio, resample=args.resample,
-                                verify_content=args.verify_content, storage_options=storage_options,
-                                progress=not args.no_progress)
-    except (NoteError, ShardingError, ConfigError, StorageError) as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    audio_cfg, storage_options = _audio_and_storage(args.config, args.overrides)
+    manifest = shard_nsynth(args.nsynth_root, args.split, args.out, audio_cfg, shard_size=args.shard_size,
+                            workers=args.workers, seed=args.seed, on_error=args.on_error, with_audio=args.with_audio,
+                            resample=args.resample, verify_content=args.verify_content,
+                            storage_options=storage_options, progress=not args.no_progress)
     print(f"{args.out}: {manifest['num_samples']} samples in {len(manifest['shards'])} shards, "
           f"{len(manifest['skipped'])} skipped")
     return 0
 
 
+def entry() -> None:
+    """The console script `mars-shard` (and `python -m data_tools.shard`): user errors as one line, exit status 2."""
+    sys.exit(run_cli(main, PROG))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -11,13 +11,14 @@ qualities labels are derived from those parameters, so they mean what they say.
 A note is a pure function of (seed, instrument, pitch, velocity): the same note is bit-identical
 whichever splits and sizes it is generated with.
 
-    python -m data_tools.synthetic --out ROOT --split train:200 --split valid:40 --seed 0
+    mars-synthetic --out ROOT --split train:200 --split valid:40 --seed 0   # or python -m data_tools.synthetic
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
@@ -26,9 +27,13 @@ import numpy as np
 import soundfile as sf
 
 from data_tools.nsynth import NUM_SAMPLES, SAMPLE_RATE, NSynthEntry, audio_path, examples_path
+from data_tools.storage import storage_errors
+from mars_dist.cli import run_cli
+from mars_dist.errors import UserValueError
 from mars_dist.io.atomic import atomic_write
 from mars_dist.labels import FAMILIES, QUALITIES, SOURCES, VELOCITY_LEVELS
 
+PROG = "mars-synthetic"
 NOTE_OFF_S = 3.0  # NSynth notes are held 3 s and released for the last second
 MAX_PARTIALS = 40
 MAX_PARTIAL_HZ = 7200.0  # keep partials clear of Nyquist (8 kHz)
@@ -296,9 +301,13 @@ def plan_splits(splits: Sequence[Tuple[str, int]], seed: int, per_group: int) ->
     names = [name for name, _ in splits]
     for name, n in splits:
         if n < 0:
-            raise ValueError(f"split {name!r}: note count {n} must be >= 0")
+            raise UserValueError(f"split {name!r}: note count {n} must be >= 0")
     if len(set(names)) != len(names):
-        raise ValueError(f"split names must be distinct, got {names}")
+        raise UserValueError(f"split names must be distinct, got {names}")
+    if seed < 0:
+        raise UserValueError(f"seed={seed}: expected an integer >= 0")
+    if per_group < 1:
+        raise UserValueError(f"instruments per group={per_group}: expected an integer >= 1 (--instruments-per-group)")
     pool = instrument_pool(seed, per_group)
     inst_idx, pitches = [], []
     for i, inst in enumerate(pool):
@@ -310,8 +319,8 @@ def plan_splits(splits: Sequence[Tuple[str, int]], seed: int, per_group: int) ->
     vel_n = np.tile(np.array(VELOCITY_LEVELS), len(inst_n) // len(VELOCITY_LEVELS))
     total = sum(n for _, n in splits)
     if total > len(inst_n):
-        raise ValueError(f"{total} notes requested but {per_group} instruments per (family, source) give only "
-                         f"{len(inst_n)} distinct notes; raise --instruments-per-group")
+        raise UserValueError(f"{total} notes requested but {per_group} instruments per (family, source) give "
+                             f"only {len(inst_n)} distinct notes; raise --instruments-per-group")
     order = np.random.default_rng([seed, 0x5EED]).permutation(len(inst_n))[:total]
     plan, start = {}, 0
     for name, n in splits:
@@ -352,12 +361,12 @@ def write_synthetic_nsynth(root: str, splits: Sequence[Tuple[str, int]], seed: i
 def _parse_split(text: str) -> Tuple[str, int]:
     name, sep, count = text.rpartition(":")
     if not sep or not name or not count.isdigit():
-        raise argparse.ArgumentTypeError(f"--split {text!r}: expected NAME:COUNT, e.g. train:200")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:COUNT, e.g. train:200")
     return name, int(count)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="root folder; writes OUT/nsynth-{split}/...")
     parser.add_argument("--split", action="append", type=_parse_split, required=True,
                         help="NAME:COUNT, repeatable (e.g. --split train:200 --split valid:40)")
@@ -366,12 +375,19 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="instruments per (family, source) pair (default 4)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    written = write_synthetic_nsynth(args.out, args.split, args.seed, args.instruments_per_group)
+    with storage_errors(args.out):  # an --out that cannot be written: one line naming it (a bad plan writes nothing)
+        written = write_synthetic_nsynth(args.out, args.split, args.seed, args.instruments_per_group)
     total = sum(len(v) for v in written.values())
     elapsed = time.perf_counter() - start
     print(f"wrote {total} notes ({', '.join(f'{k}: {len(v)}' for k, v in written.items())}) "
           f"to {args.out} in {elapsed:.1f} s")
+    return 0
+
+
+def entry() -> None:
+    """The console script `mars-synthetic` (and `python -m data_tools.synthetic`): user errors as one line, exit 2."""
+    sys.exit(run_cli(main, PROG))
 
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -1,9 +1,12 @@
 """Sweeps with submitit: the grid's product becomes one Slurm job array, one run folder per point.
 
-    python launch/sweep.py --config configs/ar/small.yaml --grid optim.lr=1e-4,3e-4 ar.depth=4,6 \\
-        [--set key=value ...] [--nodes N] [--tasks-per-node T] [--gpus-per-node G] [--partition P] \\
+    mars-sweep submit --config configs/ar/small.yaml --grid optim.lr=1e-4,3e-4 --grid ar.depth=4,6 \\
+        [key=value ...] [--nodes N] [--tasks-per-node T] [--gpus-per-node G] [--partition P] \\
         [--time MINUTES] [--cluster slurm|local|debug] [--sweep-dir DIR] [--dry-run]
-    python launch/sweep.py status SWEEP_DIR
+    mars-sweep status SWEEP_DIR
+
+(`python launch/sweep.py ...` and `python -m launch.sweep ...` are the same command.) Each `--grid`
+gives one key and its values; the positional `key=value` overrides apply to every run.
 
 A run folder is named by its grid values and a hash of its resolved config (run_dir excluded), e.g.
 SWEEP_DIR/lr3e-4_depth6-1a2b3c4d, so submitting the same sweep again finds its runs: finished ones
@@ -52,7 +55,10 @@ from submitit.core.job_environment import SignalHandler  # noqa: E402
 from submitit.core.utils import UncompletedJobError  # noqa: E402
 
 from launch.run_folder import ENDED_STATES, PREEMPTED_MARKER, Owner, acquire, lock_holder, release  # noqa: E402
+from mars_dist.cli import run_cli  # noqa: E402
+from mars_dist.errors import UserValueError  # noqa: E402
 
+PROG = "mars-sweep"
 REPO = Path(__file__).resolve().parent.parent
 RUN_FILE, JOB_FILE, LOG_FILE, FAILED_FILE = "sweep_run.json", "job.json", "train.log", "FAILED"
 QUEUED_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
@@ -60,7 +66,7 @@ REQUEUE_EXIT_CODE = 75  # mars_dist.engine.preemption.REQUEUE_EXIT_CODE
 METRICS_FILE = "metrics.jsonl"  # mars_dist.engine.metrics.METRICS_FILE: the trainer's reports
 
 
-class SweepError(ValueError):
+class SweepError(UserValueError):
     """A bad sweep request (grid, config, folder); the message says what and where."""
 
 
@@ -71,7 +77,7 @@ class Run:
     name: str
     folder: str
     config: str
-    overrides: Tuple[str, ...]  # --set overrides, then this point's grid values
+    overrides: Tuple[str, ...]  # the shared overrides, then this point's grid values
     config_hash: str
     max_steps: int
     max_requeues: int = 20
@@ -112,6 +118,9 @@ def plan_runs(config: str, grid: List[Tuple[str, List[str]]], fixed: Sequence[st
     """One Run per point of the grid's product, each resolved (a bad key or value fails here, naming it)."""
     from mars_dist.config import config_to_dict, load_config
 
+    both = sorted({item.partition("=")[0] for item in fixed} & {key for key, _ in grid})
+    if both:
+        raise SweepError(f"{', '.join(both)}: both swept (--grid) and shared (key=value); give each key one of the two")
     config = str(Path(config).absolute())
     runs: Dict[str, Run] = {}
     for values in itertools.product(*(vals for _, vals in grid)):
@@ -318,11 +327,28 @@ def status_table(sweep_dir: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------- CLI
-def parse_args(argv: List[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python launch/sweep.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def shared_overrides(items: Sequence[str]) -> List[str]:
+    """The positional `key=value` overrides every run shares; a value list there is a grid mistyped as one."""
+    for item in items:
+        key, _, value = item.partition("=")
+        if "," in value and value.strip()[:1] not in ("[", "{", "'", '"'):
+            raise SweepError(f"override {item!r}: a shared override takes one value (the same in every run); "
+                             f"to sweep {key} over {value}, write --grid {item}")
+    return list(items)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{submit,status}")
+    p = commands.add_parser("submit", help="plan the grid's runs; submit those not done, queued or running",
+                            description="Plan one run per point of the grid's product and submit, as one job array, "
+                                        "the runs that are not done, queued or running.")
     p.add_argument("--config", required=True, help="run config YAML every run starts from")
-    p.add_argument("--grid", nargs="+", required=True, metavar="key=v1,v2", help="values to sweep; the runs are their product")
-    p.add_argument("--set", nargs="+", default=[], metavar="key=value", dest="fixed", help="overrides shared by every run")
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                   help="one key and the values to sweep it over; repeat --grid for more keys "
+                        "(the runs are the product)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides shared by every run")
     p.add_argument("--sweep-dir", help="where the run folders go (default runs/sweeps/<config name>)")
     p.add_argument("--cluster", choices=["slurm", "local", "debug"], default=None,
                    help="default: slurm where sbatch exists, else local; debug trains in this process")
@@ -335,38 +361,48 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--max-parallel", type=int, default=64, help="array jobs running at once")
     p.add_argument("--max-requeues", type=int, default=20, help="preemption requeues per job")
     p.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
-    return p.parse_args(argv)
+    s = commands.add_parser("status", help="each run's state, last logged step and losses",
+                            description="Each run's state, last logged step and losses (metrics.jsonl), and folder.")
+    s.add_argument("sweep_dir", metavar="SWEEP_DIR", help="the --sweep-dir of a submitted sweep")
+    return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if argv[:1] == ["status"]:
-            if len(argv) != 2:
-                raise SweepError("usage: python launch/sweep.py status SWEEP_DIR")
-            print(status_table(Path(argv[1])))
-            return 0
-        args = parse_args(argv)
-        sweep_dir = Path(args.sweep_dir or Path("runs") / "sweeps" / Path(args.config).stem)
-        runs = plan_runs(args.config, parse_grid(args.grid), args.fixed, sweep_dir, args.max_requeues)
-    except ValueError as err:  # SweepError, ConfigError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def submit_command(args: argparse.Namespace) -> int:
+    sweep_dir = Path(args.sweep_dir or Path("runs") / "sweeps" / Path(args.config).stem)
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise SweepError(f"--sweep-dir {sweep_dir}: is a file (expected a folder for the run folders, or a new path)")
+    fixed = shared_overrides(args.overrides)
+    runs = plan_runs(args.config, parse_grid(args.grid), fixed, sweep_dir, args.max_requeues)
     states = {run.name: run_state(Path(run.folder), run.max_steps) for run in runs}
     actions = {run.name: action(states[run.name], Path(run.folder)) for run in runs}
     todo = [run for run in runs if actions[run.name] != "skip"]
     ids = {} if args.dry_run else submit(todo, args, sweep_dir)
-    rows = [[run.name, states[run.name], actions[run.name], ids.get(run.name, "-"), " ".join(run.overrides[len(args.fixed):]),
-             run.folder] for run in runs]
+    rows = [[run.name, states[run.name], actions[run.name], ids.get(run.name, "-"),
+             " ".join(run.overrides[len(fixed):]), run.folder] for run in runs]
     print(table(["RUN", "STATE", "ACTION", "JOB", "GRID", "FOLDER"], rows))
     verb = "would submit" if args.dry_run else "submitted"
     print(f"{len(runs)} runs in {sweep_dir}: {verb} {len(todo)}, skipped {len(runs) - len(todo)}")
     if todo and not args.dry_run:
-        print(f"progress: python launch/sweep.py status {sweep_dir}")
+        print(f"progress: {PROG} status {sweep_dir}")
     return 0
 
 
-if __name__ == "__main__":
-    from launch.sweep import main as _main  # the module, not __main__, so that jobs pickle by reference
+def main(argv: Optional[List[str]] = None) -> int:
+    """0 once submitted (or planned, or the status printed); a bad grid, config or folder raises a UserError."""
+    args = build_parser().parse_args(argv)
+    if args.command == "status":
+        print(status_table(Path(args.sweep_dir)))
+        return 0
+    return submit_command(args)
 
-    sys.exit(_main())
+
+def entry() -> None:
+    """The console script `mars-sweep` (and `python -m launch.sweep`, `python launch/sweep.py`): user errors as
+    one line, exit status 2."""
+    sys.exit(run_cli(main, PROG))
+
+
+if __name__ == "__main__":
+    from launch.sweep import entry as _entry  # the module, not __main__, so that jobs pickle by reference
+
+    _entry()

@@ -1,4 +1,4 @@
-"""torchrun that ends a preempted job with the requeue status: `python -m mars_dist.torchrun` + torchrun's arguments.
+"""torchrun that ends a preempted job with the requeue status: `mars-torchrun` + torchrun's arguments.
 
 Plain torchrun counts a worker's exit 75 (preempted, after the group committed a checkpoint) as a
 failure: it exits 1, and with --max-restarts it restarts the group in place, which then trains on past
@@ -11,8 +11,10 @@ LocalElasticAgent) with three changes:
   alive 30 s later (torchrun's grace period);
 - at the end it logs the exit status of every worker of the last attempt.
 
-    python -m mars_dist.torchrun --nnodes 1:4 --nproc-per-node 8 --max-restarts 3 \\
+    mars-torchrun --nnodes 1:4 --nproc-per-node 8 --max-restarts 3 \\
         --rdzv-backend c10d --rdzv-endpoint HOST:29400 -m mars_dist.train --config X.yaml
+
+`python -m mars_dist.torchrun` is the same command.
 """
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ from torch.distributed.elastic.multiprocessing import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
 from torch.distributed.launcher import api as launcher_api
 
+from mars_dist.cli import run_cli
 from mars_dist.engine.preemption import PREEMPTION_SIGNALS, REQUEUE_EXIT_CODE
 
-PROG = "python -m mars_dist.torchrun"
+PROG = "mars-torchrun"
 
 
 class PreemptionAwareAgent(LocalElasticAgent):
@@ -82,6 +85,7 @@ def log_exit_statuses(agent: PreemptionAwareAgent) -> None:
 
 @record
 def main(argv: Optional[List[str]] = None) -> int:
+    """0, or REQUEUE_EXIT_CODE when the group was preempted; a failed group raises torchrun's ChildFailedError."""
     parser = torch_run.get_args_parser()
     parser.prog = PROG
     args = parser.parse_args(argv)
@@ -106,5 +110,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     return REQUEUE_EXIT_CODE if agents[-1].preempted else 0
 
 
+def entry() -> None:
+    """The console script `mars-torchrun` (and `python -m mars_dist.torchrun`)."""
+    sys.exit(run_cli(main, PROG))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,5 +1,7 @@
-"""A user's mistake on any command line is one `prog: error: ...` line naming the value, exit status 2,
-no traceback; what the commands write is readable by the group (file modes follow the umask)."""
+"""More of a user's mistakes than the table of tests/test_user_mistakes.py holds: label files, family
+names, a tokenizer the generator does not fit, decoding with another tokenizer, the real entry points
+started as processes, the sampling flags checked alike by every sampling command, --compile/--int8
+without a C++ compiler; and what the commands write is readable by the group (file modes follow the umask)."""
 from __future__ import annotations
 
 import os
@@ -14,10 +16,9 @@ from mars_dist.cli import run_cli
 from mars_dist.encode import main as encode_main
 from mars_dist.eval.report import main as report_main
 from mars_dist.evaluate import main as evaluate_main
-from mars_dist.export import main as export_main
 from mars_dist.sample import main as sample_main
 from tests.ar_exports import ar_export, tokenizer_export
-from tests.toy_task import run_toy
+from tests.fixtures.cli import user_error
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,40 +31,18 @@ def exports(tmp_path_factory):
             "other_tok": tokenizer_export(root / "other", overrides=["tokenizer.codebook_size=32"])}
 
 
-def user_error(capsys, main, prog, argv) -> str:
-    """Runs `main` the way its __main__ does; returns the one error line (asserting status 2, no traceback)."""
-    status = run_cli(main, prog, argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error:")]
-    assert status == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
 def test_sample_mistakes(exports, capsys, tmp_path):
     base = ["--tokenizer", str(exports["tok"]), "--model", str(exports["ar"]), "--out", str(tmp_path / "out"),
             "--device", "cpu"]
-    assert "pitch=200: expected an integer 0..127" in user_error(capsys, sample_main, "mars-sample", base + ["--pitch", "200"])
     assert "instrument_family='trumpet': expected an integer 0..10 or one of bass" in user_error(
         capsys, sample_main, "mars-sample", base + ["--family", "trumpet"])
     labels = tmp_path / "labels.csv"
     labels.write_text("pitch,instrument_family\n60,keyboard\n61,kazoo\n")
     assert "labels.csv: row 2: instrument_family='kazoo'" in user_error(
         capsys, sample_main, "mars-sample", base + ["--labels", str(labels)])
-    missing = ["--tokenizer", str(tmp_path / "no-such-export")] + base[2:]
-    assert "no-such-export: no such export folder" in user_error(capsys, sample_main, "mars-sample", missing)
     unfit = ["--tokenizer", str(exports["other_tok"])] + base[2:]
     assert "does not fit the tokenizer (scales" in user_error(capsys, sample_main, "mars-sample", unfit)
     assert not (tmp_path / "out").exists(), "nothing is written when the input is wrong"
-
-
-def test_export_mistakes(tiny_shards, capsys, tmp_path):
-    result, _, _ = run_toy(tiny_shards, tmp_path / "run", "train.max_steps=2")
-    line = user_error(capsys, export_main, "mars-export",
-                      ["--checkpoint", str(result.last_checkpoint), "--model", "critic", "--out", str(tmp_path / "e")])
-    assert "--model 'critic': the tests.toy_task:ToyTask task has models regressor, classifier, ema" in line
-    assert "no such folder" in user_error(capsys, export_main, "mars-export",
-                                          ["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "e")])
 
 
 def test_encode_decode_with_another_tokenizer(exports, tiny_shards, capsys, tmp_path):
@@ -73,12 +52,6 @@ def test_encode_decode_with_another_tokenizer(exports, tiny_shards, capsys, tmp_
     line = user_error(capsys, encode_main, "mars-encode", ["decode", "--tokenizer", str(exports["other_tok"]),
                                                            "--tokens", str(tokens), "--out", str(tmp_path / "d")])
     assert "decode with the tokenizer that encoded them" in line and "over 64 codes" in line and "over 32 codes" in line
-
-
-def test_report_with_a_missing_export(tiny_shards, capsys, tmp_path):
-    line = user_error(capsys, report_main, "mars-report",
-                      ["--tokenizer", str(tmp_path / "missing"), "--shards", tiny_shards["valid"], "--out", str(tmp_path)])
-    assert "missing: no such export folder" in line
 
 
 @pytest.mark.parametrize("argv,expected", [

@@ -14,7 +14,9 @@ import pytest
 from mars_dist.engine.checkpoint import committed_checkpoints, read_train_state, resolve_resume
 from mars_dist.engine.preemption import REQUEUE_EXIT_CODE
 from mars_dist.engine.trainer import PREEMPTED_MARKER
-from tests.fixtures.processes import TRAIN_PY, finish, start, torchrun_exit_codes, wait_for, worker_pids, write_config
+from tests.fixtures.processes import REPO, TRAIN_PY, finish, start, torchrun_exit_codes, wait_for, worker_pids, write_config
+
+PAUSED_TRAIN_PY = str(REPO / "tests" / "checkpoint_pause.py")  # train.py with one checkpoint's commit delayed
 
 LONG_RUN = ("train.max_steps=100000", "checkpoint.every_steps=20", "checkpoint.keep_last=2", "train.log_every=20")
 
@@ -73,7 +75,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_selected(tiny
     run_dir = tmp_path / "run"
     config = write_config(tmp_path, tiny_shards, run_dir, "train.max_steps=4", "checkpoint.every_steps=2")
     log = tmp_path / "train.log"
-    proc = start([sys.executable, TRAIN_PY, "--config", config], log, MARS_DIST_CHECKPOINT_PAUSE="4:120")
+    proc = start([sys.executable, PAUSED_TRAIN_PY, "4", "120", "--config", config], log)  # step 4's commit waits 120 s
     half_written = run_dir / "checkpoints" / ".step-00000004.tmp"
     wait_for(lambda: (half_written / "train_state.json").is_file(), proc, log, "the step-4 checkpoint being written")
     os.killpg(proc.pid, signal.SIGKILL)

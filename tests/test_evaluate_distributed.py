@@ -37,7 +37,7 @@ def test_every_work_item_lands_on_exactly_one_rank_in_a_size_independent_batch()
 @pytest.mark.slow
 def test_metrics_and_features_are_identical_with_1_2_and_3_processes(tiny_shards, tmp_path):
     tok = tokenizer_export(tmp_path / "tokenizer", seed=1)
-    exports = ["--tokenizer", str(tok), "--model", str(ar_export(tmp_path / "ar", tok, seed=2)),
+    exports = ["--tokenizer", str(tok), "--model", str(ar_export(tmp_path / "next_scale", tok, seed=2)),
                "--classifier", str(classifier_export(tmp_path / "classifier", seed=3))]
     runs = {}
     for world in (1, 2, 3):

@@ -1,4 +1,4 @@
-"""The families' sizes: configs at the next-scale presets, equal parameter counts, and the table in
+"""The families' sizes: configs at the trunk presets, equal parameter counts, and the table in
 docs/generators.md is what `python -m mars_dist.bench.presets` computes."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mars_dist.bench.families import FAMILIES
 from mars_dist.bench.presets import family_markdown, family_rows
 from mars_dist.config import load_config
-from mars_dist.models.generators.next_scale.config import AR_PRESETS, preset
+from mars_dist.models.generators.family import TokenGeometry, builtin_names, family
+from mars_dist.models.generators.presets import TRUNK_PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "generators.md"
@@ -24,19 +24,22 @@ def test_the_docs_family_table_is_what_the_code_computes():
 
 
 @pytest.mark.parametrize("task", ["next_token", "maskgit"])
-@pytest.mark.parametrize("name", list(AR_PRESETS))
+@pytest.mark.parametrize("name", list(TRUNK_PRESETS))
 def test_preset_yaml_matches_the_shared_preset(task, name):
     cfg = load_config(REPO / "configs" / task / f"{name}.yaml")
     assert cfg.task == task
-    assert {k: getattr(getattr(cfg, task), k) for k in ("depth", "width", "heads")} == AR_PRESETS[name]
+    assert {k: getattr(getattr(cfg, task), k) for k in ("depth", "width", "heads")} == TRUNK_PRESETS[name]
 
 
 def test_every_family_has_the_same_parameter_count_at_every_preset():
-    scales = [(1, 1), (2, 2), (3, 3), (4, 4)]
-    for name in AR_PRESETS:
+    geometry = TokenGeometry(((1, 1), (2, 2), (3, 3), (4, 4)), 1024, 16)
+    names = builtin_names()
+    assert set(names) >= {"next_scale", "next_token", "maskgit"}, names
+    for name in TRUNK_PRESETS:
         counts = {}
-        for family, (model_class, config_class, _, _) in FAMILIES.items():
+        for key in names:
+            spec = family(key)
             with torch.device("meta"):
-                model = model_class(preset(config_class, name), scales, 1024, 16)
-            counts[family] = sum(p.numel() for p in model.parameters())
+                model = spec.build(spec.preset(name), geometry)
+            counts[key] = sum(p.numel() for p in model.parameters())
         assert len(set(counts.values())) == 1, f"{name}: {counts}"

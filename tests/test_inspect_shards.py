@@ -1,4 +1,5 @@
-"""data_tools.inspect_shards: a clean set passes with a summary; each kind of damage is named with its shard."""
+"""mars-inspect (data_tools.inspect_shards): a clean set passes with a summary; each kind of damage is named with
+its shard (exit 1); a location that is not there or cannot be read is one `mars-inspect: error:` line (exit 2)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from data_tools.inspect_shards import inspect_shards, main
+from data_tools.inspect_shards import PROG, inspect_shards, main
+from mars_dist.cli import run_cli
+from tests.fixtures.cli import process_error, user_error
 
 
 @pytest.fixture
@@ -154,6 +157,48 @@ def test_every_damaged_shard_is_reported_not_just_the_first(shard_copy):
     assert [p.split(":")[0] for p in report.problems] == ["shard-000002.tar", "shard-000004.tar", "manifest"]
 
 
-def test_missing_manifest_is_a_problem(tmp_path, capsys):
-    assert main([str(tmp_path), "--no-progress"]) == 1
+def test_a_folder_without_a_manifest_is_a_problem_of_the_set(tmp_path, capsys):
+    assert run_cli(main, PROG, [str(tmp_path), "--no-progress"]) == 1
     assert "no manifest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url,storage_option,expected", [
+    ("{tmp}/no-such-shards", None,
+     "{tmp}/no-such-shards: no such folder or S3 prefix (expected a shard set's folder or s3://bucket/prefix, "
+     "holding manifest.json)"),
+    ("{tmp}/a-file", None,
+     "{tmp}/a-file: is a file, not a folder (expected a shard set's folder holding manifest.json)"),
+    ("s3://some-bucket/shards", "endpoint=http://127.0.0.1:9",
+     "s3://some-bucket/shards: storage option 'endpoint' is not one s3fs takes (expected one of anon, "),
+    ("s3://some-bucket/shards", "anon=maybe",
+     "s3://some-bucket/shards: storage option anon='maybe': expected true or false"),
+    ("s3://some-bucket/shards", "config_kwargs=5", "storage option config_kwargs=5: expected a mapping"),
+], ids=["missing folder", "a file", "unknown storage option", "flag not true/false", "not a mapping"])
+def test_a_location_that_is_not_there_is_one_error_line(tmp_path, capsys, url, storage_option, expected):
+    (tmp_path / "a-file").write_text("not shards")
+    options = ["--storage-option", storage_option] if storage_option else []
+    argv = [url.format(tmp=tmp_path), "--no-progress", *options]
+    assert expected.format(tmp=tmp_path) in user_error(capsys, main, PROG, argv)
+
+
+def test_an_unreachable_endpoint_is_one_error_line(capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    line = user_error(capsys, main, PROG, ["s3://some-bucket/shards", "--no-progress",
+                                           "--storage-option", "endpoint_url=http://127.0.0.1:9",  # nothing listens
+                                           "--storage-option", "config_kwargs={retries: {max_attempts: 1}}"])
+    assert line.startswith("mars-inspect: error: s3://some-bucket/shards: cannot reach the S3 endpoint "
+                           "http://127.0.0.1:9 ("), line
+
+
+def test_a_malformed_storage_option_is_refused_by_the_parser(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, PROG, [str(tmp_path), "--storage-option", "endpoint_url"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "mars-inspect: error: argument --storage-option: 'endpoint_url': expected KEY=VALUE (an fsspec/s3fs option)")
+
+
+def test_the_module_itself_prints_one_line_and_exits_2(tmp_path):
+    line = process_error(["-m", "data_tools.inspect_shards", str(tmp_path / "nowhere"), "--no-progress"], PROG)
+    assert line.startswith(f"mars-inspect: error: {tmp_path / 'nowhere'}: no such folder or S3 prefix")

@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from mars_dist.models.generators.maskgit.config import MaskGITConfig
+from mars_dist.models.generators.family import family
 from mars_dist.models.generators.maskgit.model import MaskGIT
-from mars_dist.models.generators.next_scale.config import NextScaleConfig, preset
 from mars_dist.models.generators.next_scale.model import NextScaleAR
 from mars_dist.models.generators.trunk import code_vectors
 from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
@@ -27,7 +26,7 @@ def quantizer() -> MultiScaleQuantizer:
 
 def _model(seed: int = 0, **overrides) -> MaskGIT:
     torch.manual_seed(seed)
-    model = MaskGIT(preset(MaskGITConfig, "tiny", **overrides), SCALES, V, CVAE)
+    model = MaskGIT(family("maskgit").preset("tiny", **overrides), SCALES, V, CVAE)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -129,11 +128,11 @@ def test_guidance_endpoints_and_seeded_sampling(quantizer):
 
 
 def test_same_preset_same_parameter_count_as_the_next_scale_ar_and_bad_settings():
-    ns = NextScaleAR(preset(NextScaleConfig, "small"), SCALES, V, CVAE)
-    mg = MaskGIT(preset(MaskGITConfig, "small"), SCALES, V, CVAE)
+    ns = NextScaleAR(family("next_scale").preset("small"), SCALES, V, CVAE)
+    mg = MaskGIT(family("maskgit").preset("small"), SCALES, V, CVAE)
     assert sum(p.numel() for p in mg.parameters()) == sum(p.numel() for p in ns.parameters())
     assert mg.sequential_steps() == 16 and mg.flops_per_sample(training=False) == 16 * mg.forward_flops(41, 41 * 41)
     with pytest.raises(ValueError, match="maskgit.iterations=0"):
-        MaskGIT(preset(MaskGITConfig, "tiny", iterations=0), SCALES, V, CVAE)
+        MaskGIT(family("maskgit").preset("tiny", iterations=0), SCALES, V, CVAE)
     with pytest.raises(ValueError, match="maskgit.width=64 is not divisible by maskgit.heads=3"):
-        MaskGIT(preset(MaskGITConfig, "tiny", heads=3), SCALES, V, CVAE)
+        MaskGIT(family("maskgit").preset("tiny", heads=3), SCALES, V, CVAE)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mars_dist.models.generators.next_scale.config import NextScaleConfig, preset
+from mars_dist.models.generators.family import family
 from mars_dist.models.generators.next_scale.model import NextScaleAR
-from mars_dist.models.generators.next_token.config import NextTokenConfig
 from mars_dist.models.generators.next_token.model import NextTokenAR
 from mars_dist.models.generators.trunk import code_vectors
 from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
@@ -25,7 +24,7 @@ def quantizer() -> MultiScaleQuantizer:
 
 def _model(order: str = "time", seed: int = 0) -> NextTokenAR:
     torch.manual_seed(seed)
-    model = NextTokenAR(preset(NextTokenConfig, "tiny", order=order), SCALES, V, CVAE)
+    model = NextTokenAR(family("next_token").preset("tiny", order=order), SCALES, V, CVAE)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # random weights everywhere: the zero-initialised gates would hide the inputs
         for p in model.parameters():
@@ -106,8 +105,8 @@ def test_editing_teacher_forces_the_kept_tokens(quantizer):
 
 def test_same_preset_same_parameter_count_as_the_next_scale_ar():
     for name in ("tiny", "small"):
-        ns = NextScaleAR(preset(NextScaleConfig, name), SCALES, V, CVAE)
-        nt = NextTokenAR(preset(NextTokenConfig, name), SCALES, V, CVAE)
+        ns = NextScaleAR(family("next_scale").preset(name), SCALES, V, CVAE)
+        nt = NextTokenAR(family("next_token").preset(name), SCALES, V, CVAE)
         assert sum(p.numel() for p in nt.parameters()) == sum(p.numel() for p in ns.parameters())
 
 
@@ -119,4 +118,4 @@ def test_accounting_and_bad_inputs():
     with pytest.raises(ValueError, match=r"token vectors have shape \(2, 5, 8\)"):
         model({}, torch.zeros(2, 5, CVAE))
     with pytest.raises(ValueError, match="next_token.order='zigzag'"):
-        NextTokenAR(preset(NextTokenConfig, "tiny", order="zigzag"), SCALES, V, CVAE)
+        NextTokenAR(family("next_token").preset("tiny", order="zigzag"), SCALES, V, CVAE)

@@ -1,4 +1,4 @@
-"""S3 reads under faults: a real S3 API (moto) behind a real fault/latency proxy (tests/fixtures/s3_proxy.py).
+"""S3 reads under faults: a real S3 API (moto) behind a real fault/latency proxy (mars_dist/bench/s3_fault_proxy.py).
 
 First the proxy itself is checked to do what it is told (else the fault tests would prove
 nothing). Then whole-shard downloads, small reads and ranged reads through mars_dist.data.remote
@@ -17,11 +17,11 @@ import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
+from mars_dist.bench.s3_fault_proxy import ProxyFaults
 from mars_dist.data.io_stats import IOCounters
 from mars_dist.data.remote import RemoteShardSet
 from mars_dist.data.retry import FetchError, RetryConfig
 from tests.fixtures.s3 import proxied_options
-from tests.fixtures.s3_proxy import ProxyFaults
 
 OBJECT_BYTES = 200_000
 FAST_RETRY = RetryConfig(attempts=8, base_delay_s=0.01, max_delay_s=0.05)

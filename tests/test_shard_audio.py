@@ -15,9 +15,10 @@ from torchaudio.functional import resample
 
 from data_tools.inspect_shards import inspect_shards
 from data_tools.nsynth import NoteError, audio_path
-from data_tools.shard import ShardingError, main, shard_nsynth
+from data_tools.shard import PROG, ShardingError, main, shard_nsynth
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
+from mars_dist.cli import run_cli
 from mars_dist.data.manifest import check_compatible, read_manifest
 from tests.fixtures.nsynth import SMALL_SPLIT, write_examples
 
@@ -82,11 +83,9 @@ def test_8_second_notes_shard_and_a_4_second_note_follows_on_error(notes, tmp_pa
     assert report.ok and report.samples == len(eight), report.problems
 
     capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(args + ["--on-error", "fail"])
-    assert info.value.code == 2
+    assert run_cli(main, PROG, args + ["--on-error", "fail"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"data_tools.shard: error: note '{short}': ") and "expected 128000" in line
+    assert line.startswith(f"mars-shard: error: note '{short}': ") and "expected 128000" in line
 
 
 def test_other_rates_are_bad_notes_unless_resampled(notes, tmp_path):

@@ -1,5 +1,5 @@
-"""data_tools.shard's CLI on user errors: one `data_tools.shard: error:` line naming the value and what was
-expected, exit status 2, no traceback, nothing written or lost — for flags, file-system and S3 problems."""
+"""mars-shard (data_tools.shard) on user errors: one `mars-shard: error:` line naming the value and what was
+expected, exit status 2, no traceback, nothing written or lost — for flags, inputs, file-system and S3 problems."""
 from __future__ import annotations
 
 import os
@@ -8,19 +8,17 @@ import uuid
 import pytest
 
 from data_tools.nsynth import examples_path
-from data_tools.shard import ShardingError, main, shard_nsynth
+from data_tools.shard import PROG, ShardingError, main, shard_nsynth
 from mars_dist.audio.config import AudioConfig
+from mars_dist.cli import run_cli
+from tests.fixtures.cli import process_error, user_error
 from tests.fixtures.nsynth import SMALL_SPLIT, write_examples
 
 
 def _error_line(argv, capsys):
-    """The one stderr line of a CLI run that must stop with exit status 2."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("data_tools.shard: error: ")
+    """The one stderr line of a CLI run that must stop with exit status 2 (and nothing else on stderr)."""
+    line = user_error(capsys, main, PROG, argv)
+    assert line.startswith("mars-shard: error: ")
     return line
 
 
@@ -51,7 +49,7 @@ def test_unreachable_endpoint(small_nsynth, s3_url, capsys):
     line = _error_line(_args(root, s3_url, f"data.storage_options.endpoint_url={endpoint}",
                              "data.storage_options.config_kwargs.retries.max_attempts=1"),  # else ~10 s of retries
                        capsys)
-    assert line.startswith(f"data_tools.shard: error: {s3_url}: cannot reach the S3 endpoint {endpoint} (")
+    assert line.startswith(f"mars-shard: error: {s3_url}: cannot reach the S3 endpoint {endpoint} (")
 
 
 @pytest.mark.parametrize("flag,value,expected", [
@@ -65,10 +63,10 @@ def test_bad_numbers_name_the_flag(small_nsynth, tmp_path, capsys, flag, value, 
     root, _, _ = small_nsynth
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
-        main(_args(root, str(tmp_path / "out"), f"{flag}={value}"))
+        run_cli(main, PROG, _args(root, str(tmp_path / "out"), f"{flag}={value}"))
     assert info.value.code == 2
     last = capsys.readouterr().err.splitlines()[-1]  # argparse's usage line comes first
-    assert last == f"data_tools.shard: error: argument {flag}: {value!r}: {expected}"
+    assert last == f"mars-shard: error: argument {flag}: {value!r}: {expected}"
     assert not os.path.exists(tmp_path / "out")
 
 
@@ -88,7 +86,7 @@ def test_malformed_entry_names_its_examples_json(small_nsynth, tmp_path, capsys)
     raw[keys[2]]["velocity"] = "loud"
     write_examples(root, SMALL_SPLIT, raw)
     line = _error_line(_args(root, str(tmp_path / "out")), capsys)
-    assert line == (f"data_tools.shard: error: note '{keys[2]}': {examples_path(root, SMALL_SPLIT)} entry: "
+    assert line == (f"mars-shard: error: note '{keys[2]}': {examples_path(root, SMALL_SPLIT)} entry: "
                     "field 'velocity'='loud': expected an integer")
 
 
@@ -97,4 +95,36 @@ def test_a_file_system_error_met_by_a_worker_is_one_line_too(small_nsynth, tmp_p
     out = tmp_path / "out"
     (out / "shard-000001.index.json").mkdir(parents=True)  # where a worker must read a completion record
     line = _error_line(_args(root, str(out), "--workers=2", "--shard-size=7"), capsys)
-    assert line == (f"data_tools.shard: error: {out}: Is a directory ({out / 'shard-000001.index.json'})")
+    assert line == (f"mars-shard: error: {out}: Is a directory ({out / 'shard-000001.index.json'})")
+
+
+@pytest.mark.parametrize("mistake,expected", [
+    (lambda root, tmp: ["--nsynth-root", str(tmp / "no-nsynth")],
+     "no-nsynth/nsynth-{split}/examples.json: not found (expected NSynth layout ROOT/nsynth-{split}/examples.json)"),
+    (lambda root, tmp: ["--split", "tset"],
+     "nsynth-tset/examples.json: not found (expected NSynth layout ROOT/nsynth-tset/examples.json)"),
+    (lambda root, tmp: ["audio.stft.n_fftt=512"], "unknown config key 'audio.stft.n_fftt'"),
+    (lambda root, tmp: ["optim.lr=0.1"],
+     "override 'optim.lr=0.1': mars-shard only uses audio.* and data.storage_options.* settings"),
+    (lambda root, tmp: ["--config", str(tmp / "missing.yaml")], "missing.yaml"),
+    (lambda root, tmp: ["--out", "s3://some-bucket/train", "data.storage_options.endpoint=http://127.0.0.1:9"],
+     "s3://some-bucket/train: storage option 'endpoint' is not one s3fs takes (expected one of anon, "),
+    (lambda root, tmp: ["--out", "s3://some-bucket/train", "data.storage_options.config_kwargs=5"],
+     "storage option config_kwargs=5: expected a mapping"),
+], ids=["missing root", "unknown split", "unknown key", "key outside audio", "missing config", "unknown storage option",
+        "storage option of another type"])
+def test_input_mistakes_are_one_line_and_write_nothing(small_nsynth, tmp_path, capsys, mistake, expected):
+    root, _, _ = small_nsynth
+    out = tmp_path / "out"
+    line = _error_line(_args(root, str(out)) + mistake(root, tmp_path), capsys)  # argparse: the last flag wins
+    assert expected.format(split=SMALL_SPLIT) in line, line
+    assert not out.exists(), "a refused run creates no output folder"
+
+
+def test_the_module_itself_prints_one_line_and_exits_2(tmp_path):
+    out = tmp_path / "out"
+    line = process_error(["-m", "data_tools.shard", "--nsynth-root", str(tmp_path / "nowhere"), "--split", "train",
+                          "--out", str(out), "--workers", "1"], PROG)
+    assert line == (f"mars-shard: error: {tmp_path / 'nowhere'}/nsynth-train/examples.json: not found "
+                    "(expected NSynth layout ROOT/nsynth-train/examples.json)")
+    assert not out.exists()

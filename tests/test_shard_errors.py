@@ -11,9 +11,10 @@ import soundfile as sf
 
 from data_tools.inspect_shards import inspect_shards
 from data_tools.nsynth import NoteError, audio_path, examples_path, read_examples
-from data_tools.shard import ShardingError, main, shard_nsynth
+from data_tools.shard import PROG, ShardingError, main, shard_nsynth
 from data_tools.shard_writer import ShardJob, ShardTask, completed_record
 from mars_dist.audio.config import AudioConfig
+from mars_dist.cli import run_cli
 from mars_dist.data import fs
 from mars_dist.data.manifest import MANIFEST_NAME, read_manifest
 from tests.fixtures.nsynth import SMALL_NUM_NOTES as NUM_NOTES
@@ -167,12 +168,10 @@ def test_under_fail_a_shard_that_skipped_notes_is_not_reused(small_root, tmp_pat
 def test_cli_on_error_fail_exits_with_one_line_naming_the_note(small_root, tmp_path, capsys):
     root, raw, keys = small_root
     bad = _break(root, raw, keys[0], "stereo wav")
-    with pytest.raises(SystemExit) as info:
-        main(["--nsynth-root", root, "--split", SPLIT, "--out", str(tmp_path / "out"), "--workers", "1",
-              "--no-progress"])
-    assert info.value.code == 2
+    assert run_cli(main, PROG, ["--nsynth-root", root, "--split", SPLIT, "--out", str(tmp_path / "out"),
+                                "--workers", "1", "--no-progress"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"data_tools.shard: error: note '{bad}': {audio_path(root, SPLIT, bad)}: 2 channels, expected 1 (mono)"]
+        f"mars-shard: error: note '{bad}': {audio_path(root, SPLIT, bad)}: 2 channels, expected 1 (mono)"]
 
 
 def test_a_fail_run_keeps_finished_shards_for_the_next_run(small_root, tmp_path):

@@ -21,13 +21,13 @@ from data_tools.nsynth import read_examples
 from data_tools.shard import shard_nsynth
 from data_tools.synthetic import write_synthetic_nsynth
 from mars_dist.audio.config import AudioConfig
+from mars_dist.bench.s3_fault_proxy import ProxyFaults
 from mars_dist.data.order import OrderConfig
 from mars_dist.data.retry import FetchError, RetryConfig
 from mars_dist.data.shard_cache import CacheConfig
 from mars_dist.data.stream import ElasticStream
 from tests.fixtures.dist import run_distributed
 from tests.fixtures.s3 import proxied_options, upload_folder
-from tests.fixtures.s3_proxy import ProxyFaults
 
 NUM_NOTES, SHARD_SIZE, GLOBAL_BATCH, SEED = 33, 14, 6, 11  # shards of 14, 14, 5; 5 steps per epoch, 3 dropped
 STEPS_PER_EPOCH = NUM_NOTES // GLOBAL_BATCH

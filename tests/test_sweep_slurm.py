@@ -1,6 +1,6 @@
-"""`python launch/sweep.py` on a real Slurm (tests/fixtures/slurm.py): one job array, hash-named run
-folders, resubmission that starts nothing for finished runs, and preemption through submitit's own
-checkpoint/requeue path ending in an exact resume."""
+"""`mars-sweep` (as `python launch/sweep.py`) on a real Slurm (tests/fixtures/slurm.py): one job array,
+hash-named run folders, resubmission that starts nothing for finished runs, and preemption through
+submitit's own checkpoint/requeue path ending in an exact resume."""
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +26,7 @@ SLURM_ARGS = ("--cluster", "slurm", "--partition", "debug", "--cpus-per-task", "
 
 
 def sweep(*args: str) -> str:
-    """Runs `python launch/sweep.py ARGS` as a user does; its output."""
+    """Runs `python launch/sweep.py ARGS` (mars-sweep's script form) as a user does; its output."""
     out = subprocess.run([sys.executable, "launch/sweep.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, f"sweep.py {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
@@ -47,7 +47,7 @@ def job_of(folder: Path) -> Job:
 def test_a_two_point_sweep_runs_as_one_array_of_two_task_jobs_and_resubmitting_starts_nothing(slurm_cluster, tiny_shards, tmp_path):
     sweep_dir, steps = tmp_path / "sweep", 6
     config = write_config(tmp_path, tiny_shards, tmp_path / "unused", KEY_LOG_TASK, f"train.max_steps={steps}", "checkpoint.every_steps=3")
-    grid = ("--config", config, "--grid", "optim.lr=0.01,0.02", "--sweep-dir", str(sweep_dir))
+    grid = ("submit", "--config", config, "--grid", "optim.lr=0.01,0.02", "--sweep-dir", str(sweep_dir))
     out = sweep(*grid, *SLURM_ARGS, "--tasks-per-node", "2")
     folders = [expected_folder(sweep_dir, config, lr) for lr in ("0.01", "0.02")]
     assert "submitted 2, skipped 0" in out, out
@@ -78,7 +78,8 @@ def test_a_preempted_sweep_run_requeues_through_submitit_and_a_resubmission_resu
     sweep_dir, steps = tmp_path / "sweep", 300
     config = write_config(tmp_path, tiny_shards, tmp_path / "unused", KEY_LOG_TASK, f"train.max_steps={steps}",
                           "checkpoint.every_steps=10", "checkpoint.keep_last=20", "train.log_every=10")
-    grid = ("--config", config, "--grid", "optim.lr=0.01,0.02", "--sweep-dir", str(sweep_dir), "--max-requeues", "1")
+    grid = ("submit", "--config", config, "--grid", "optim.lr=0.01,0.02", "--sweep-dir", str(sweep_dir),
+            "--max-requeues", "1")
     sweep(*grid, *SLURM_ARGS)
     finished, preempted = (expected_folder(sweep_dir, config, lr) for lr in ("0.01", "0.02"))
     job = job_of(preempted)

@@ -1,4 +1,5 @@
-"""data_tools.synthetic: NSynth's layout and fields, determinism, and notes that carry pitch and timbre."""
+"""mars-synthetic (data_tools.synthetic): NSynth's layout and fields, determinism, notes that carry pitch and
+timbre, and one `mars-synthetic: error:` line (exit 2, nothing written) for a user's mistake."""
 import hashlib
 import os
 import re
@@ -8,10 +9,13 @@ import pytest
 
 from data_tools import synthetic
 from data_tools.nsynth import load_note, read_examples
-from mars_dist.labels import FAMILIES, SOURCES, VELOCITY_LEVELS
 from data_tools.synthetic import (
-    PITCH_RANGE, instrument_pool, make_instrument, plan_splits, render_note, write_synthetic_nsynth,
+    PITCH_RANGE, PROG, instrument_pool, make_instrument, plan_splits, render_note, write_synthetic_nsynth,
 )
+from mars_dist.cli import run_cli
+from mars_dist.errors import UserValueError
+from mars_dist.labels import FAMILIES, SOURCES, VELOCITY_LEVELS
+from tests.fixtures.cli import process_error, user_error
 
 NOTE_STR = re.compile(r"^(%s)_(%s)_(\d{3})-(\d{3})-(\d{3})$" % ("|".join(FAMILIES), "|".join(SOURCES)))
 
@@ -61,9 +65,9 @@ def test_a_split_does_not_depend_on_the_sizes_of_later_splits():
 
 
 def test_asking_for_more_notes_than_exist_names_the_option():
-    with pytest.raises(ValueError, match="raise --instruments-per-group"):
+    with pytest.raises(UserValueError, match="raise --instruments-per-group"):
         plan_splits([("train", 10**6)], seed=0, per_group=1)
-    with pytest.raises(ValueError, match="split names must be distinct"):
+    with pytest.raises(UserValueError, match="split names must be distinct"):
         plan_splits([("train", 1), ("train", 1)], seed=0, per_group=1)
 
 
@@ -117,9 +121,42 @@ def test_instruments_of_a_family_differ_but_each_is_fixed():
 
 
 def test_cli_writes_the_requested_splits(tmp_path, capsys):
-    synthetic.main(["--out", str(tmp_path), "--split", "train:3", "--split", "test:2", "--seed", "1"])
+    assert synthetic.main(["--out", str(tmp_path), "--split", "train:3", "--split", "test:2", "--seed", "1"]) == 0
     assert len(read_examples(str(tmp_path), "train")) == 3 and len(read_examples(str(tmp_path), "test")) == 2
     assert "wrote 5 notes" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        synthetic.main(["--out", str(tmp_path), "--split", "train"])
-    assert "expected NAME:COUNT" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        run_cli(synthetic.main, PROG, ["--out", str(tmp_path), "--split", "train"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "mars-synthetic: error: argument --split: 'train': expected NAME:COUNT, e.g. train:200")
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--split", "train:2", "--split", "train:3"], "split names must be distinct, got ['train', 'train']"),
+    (["--split", "train:30000"], "30000 notes requested but 4 instruments per (family, source) give only "),
+    (["--split", "train:2", "--instruments-per-group", "0"],
+     "instruments per group=0: expected an integer >= 1 (--instruments-per-group)"),
+    (["--split", "train:2", "--seed", "-1"], "seed=-1: expected an integer >= 0"),
+], ids=["split twice", "too many notes", "no instruments", "negative seed"])
+def test_a_bad_request_is_one_error_line_and_writes_nothing(tmp_path, capsys, flags, expected):
+    out = tmp_path / "nsynth"
+    assert expected in user_error(capsys, synthetic.main, PROG, ["--out", str(out), *flags])
+    assert not out.exists()
+
+
+def test_an_out_that_cannot_be_a_folder_is_one_error_line(tmp_path, capsys):
+    (tmp_path / "taken").write_text("someone's file")
+    line = user_error(capsys, synthetic.main, PROG, ["--out", str(tmp_path / "taken"), "--split", "train:1"])
+    assert line == f"mars-synthetic: error: {tmp_path / 'taken'}: part of the path is a file, not a folder"
+    (tmp_path / "root" / "nsynth-train").mkdir(parents=True)
+    (tmp_path / "root" / "nsynth-train" / "audio").write_text("not a folder")
+    line = user_error(capsys, synthetic.main, PROG, ["--out", str(tmp_path / "root"), "--split", "train:1"])
+    assert line == (f"mars-synthetic: error: {tmp_path / 'root'}: {tmp_path / 'root' / 'nsynth-train' / 'audio'}: "
+                    "exists and is not a folder (expected a folder or a new path)")
+
+
+def test_the_module_itself_prints_one_line_and_exits_2(tmp_path):
+    line = process_error(["-m", "data_tools.synthetic", "--out", str(tmp_path / "nsynth"), "--split", "train:1",
+                          "--split", "train:1"], PROG)
+    assert line == "mars-synthetic: error: split names must be distinct, got ['train', 'train']"
+    assert not (tmp_path / "nsynth").exists()

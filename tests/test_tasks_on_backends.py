@@ -86,6 +86,8 @@ TOY = "tests.toy_generator.spec:toy"  # a family defined outside the library (te
 GENERATOR_TASKS = ["next_scale", "next_token", "maskgit", TOY]  # task = the family's key
 GENERATOR_CONFIGS = {**{name: REPO / "configs" / name / "tiny.yaml" for name in GENERATOR_TASKS if name != TOY},
                      TOY: REPO / "tests" / "toy_generator" / "toy.yaml"}
+# toy.yaml keeps the default lr (1e-4), under which 3 steps move no weight by 1e-3; the built-in tiny configs' lr
+GENERATOR_EXTRA = {TOY: ["optim.lr=1e-3"]}
 # The media stage under sharding: at the last step, over VALID_BATCH (media_notes of its label sets).
 MEDIA = [f"stages.media.every={STEPS}"]
 MEDIA_RUNS = [("next_scale", "fsdp"), ("next_scale", "zero3")]
@@ -213,7 +215,8 @@ def model_of(task: str) -> str:
 # ---------------------------------------------------------------------------------------------- per-rank body
 def run_config(task_name: str, variant: str, overrides: Sequence[str], run_dir: Path, tokenizer_dir: str):
     config = TOKENIZER_TINY if task_name == "gan" else GENERATOR_CONFIGS[task_name]
-    extra = ["tokenizer.disc.start_step=0"] if task_name == "gan" else [f"{model_of(task_name)}.tokenizer_path={tokenizer_dir}"]
+    extra = (["tokenizer.disc.start_step=0"] if task_name == "gan" else
+             [f"{model_of(task_name)}.tokenizer_path={tokenizer_dir}", *GENERATOR_EXTRA.get(task_name, [])])
     return load_config(config, COMMON + extra + BACKENDS[variant] + list(overrides) + [f"run_dir={run_dir}"])
 
 

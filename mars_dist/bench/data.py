@@ -1,10 +1,12 @@
 """Data-path benchmark: sharding throughput, shard size, the shard loader against on-the-fly decoding,
 and (--s3) the loader on S3 with per-sample reads against whole shards in a node cache.
 
-    python -m mars_dist.bench.data [--notes 128] [--shard-size 16] [--batch 16] [--workers N]
-                                   [--nsynth-root ROOT --split train] [--work DIR] [--json OUT]
-    python -m mars_dist.bench.data --s3 [--notes 128] [--shard-size 32] [--batch 16] [--workers N]
-                                   [--latency-ms 20] [--bandwidth-mb-s 0] [--steps 24] [--repeats 2]
+    mars-bench-data [--notes 128] [--shard-size 16] [--batch-size 16] [--workers N]
+                    [--nsynth-root ROOT --split train] [--work DIR] [--json OUT]
+    mars-bench-data --s3 [--notes 128] [--shard-size 32] [--batch-size 16] [--workers N]
+                    [--latency-ms 20] [--bandwidth-mb-s 0] [--steps 24] [--repeats 2]
+
+(`python -m mars_dist.bench.data` is the same command.)
 
 Measured side by side in one run, every process using one thread (parallelism comes from
 processes, as in production):
@@ -20,10 +22,10 @@ Without `--nsynth-root`, a synthetic NSynth-format set of `--notes` notes is gen
 (not timed). Defaults finish in about a minute or two on 2 cores; timings on a shared machine
 are noisy.
 
-With `--s3` (needs moto and the repository's tests/fixtures/s3_proxy.py: run it from the
-repository root with the dev dependencies), the shards are uploaded to a moto S3 server on
-127.0.0.1 behind a TCP proxy that adds `--latency-ms` before every response (and optionally caps
-each connection's bandwidth), and, side by side in one run, with 0 and `--workers` workers:
+With `--s3` (needs moto[server], a dev dependency), the shards are uploaded to a moto S3 server on
+127.0.0.1 behind a TCP proxy (mars_dist/bench/s3_fault_proxy.py) that adds `--latency-ms` before
+every response (and optionally caps each connection's bandwidth), and, side by side in one run,
+with 0 and `--workers` workers:
 - samples/s of the stream on the local folder and from S3, for the global order (one ranged GET
   per sample: "before") and the windowed order (whole shards into a fresh node cache, read
   ahead: "after"), with the time to the first batch (where the cold cache fills);
@@ -40,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from typing import Any, Dict, Iterator, Optional, Sequence
@@ -51,14 +54,18 @@ import soundfile as sf
 
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
+from mars_dist.bench.s3_fault_proxy import ProxyFaults, S3FaultProxy
 from mars_dist.bench.synthetic_set import run_tool
+from mars_dist.cli import run_cli
 from mars_dist.data.manifest import read_manifest
 from mars_dist.data.locality import node_fetch_bytes, shuffle_quality
 from mars_dist.data.order import OrderConfig, build_order
 from mars_dist.data.shard_cache import CacheConfig
 from mars_dist.data.stream import ElasticStream
-
+from mars_dist.errors import UserFileNotFoundError, UserValueError
 from mars_dist.labels import SAMPLE_FIELDS
+
+PROG = "mars-bench-data"
 
 
 class OnTheFlyNotes(torch.utils.data.Dataset):
@@ -149,7 +156,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             print(f"generating {args.notes} synthetic notes in {root} (not timed)", flush=True)
             run_tool(["data_tools.synthetic", "--out", root, "--split", f"train:{args.notes}", "--seed", "0"])
 
-    results: Dict[str, Any] = {"workers": args.workers, "batch": args.batch, "shard_size": args.shard_size}
+    results: Dict[str, Any] = {"workers": args.workers, "batch_size": args.batch_size, "shard_size": args.shard_size}
     for label, workers in (("1_process", 1), (f"{args.workers}_processes", args.workers)):
         out = os.path.join(work, f"shards-{label}")
         results[f"shard_{label}"] = bench_sharding(root, split, out, workers, args.shard_size,
@@ -158,10 +165,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
               f"{_rate(results[f'shard_{label}']['net_notes_per_s'])} net of fixed costs", flush=True)
     shards = os.path.join(work, "shards-1_process")
     notes = results["shard_1_process"]["notes"]
-    steps = max(1, min(args.steps, notes // args.batch - 1))
+    steps = max(1, min(args.steps, notes // args.batch_size - 1))
     for workers in (0, args.workers):
-        results[f"stream_{workers}_workers"] = bench_stream(shards, audio_cfg, args.batch, workers, steps)
-        results[f"on_the_fly_{workers}_workers"] = bench_on_the_fly(root, split, audio_cfg, args.batch, workers, steps)
+        results[f"stream_{workers}_workers"] = bench_stream(shards, audio_cfg, args.batch_size, workers, steps)
+        results[f"on_the_fly_{workers}_workers"] = bench_on_the_fly(root, split, audio_cfg, args.batch_size, workers, steps)
         ratio = (results[f"stream_{workers}_workers"]["samples_per_s"]
                  / results[f"on_the_fly_{workers}_workers"]["samples_per_s"])
         results[f"stream_over_on_the_fly_{workers}_workers"] = ratio
@@ -202,15 +209,37 @@ def format_table(results: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def check_arguments(args: argparse.Namespace) -> None:
+    """A UserError for what would otherwise fail minutes in (or print a meaningless number): before any work."""
+    for flag in ("notes", "shard_size", "batch_size", "steps", "repeats", "workers"):
+        if getattr(args, flag) < 1:
+            raise UserValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected an integer >= 1")
+    for flag in ("latency_ms", "bandwidth_mb_s"):
+        if getattr(args, flag) < 0:
+            raise UserValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a number >= 0")
+    if args.nsynth_root is None and args.notes < 2 * args.batch_size:
+        raise UserValueError(f"--notes {args.notes}: expected at least two batches of --batch-size {args.batch_size} "
+                             f"(>= {2 * args.batch_size}): the first batch is not timed")
+    if args.nsynth_root is not None:
+        examples = os.path.join(args.nsynth_root, f"nsynth-{args.split}", "examples.json")
+        if not os.path.isfile(examples):
+            raise UserFileNotFoundError(f"--nsynth-root {args.nsynth_root}: {examples} not found (expected NSynth "
+                                        f"layout ROOT/nsynth-{args.split}/examples.json)")
+    if args.work is not None and os.path.exists(args.work) and not os.path.isdir(args.work):
+        raise UserValueError(f"--work {args.work}: is a file (expected a folder or a new path)")
+    if args.json is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        raise UserFileNotFoundError(f"--json {args.json}: its folder does not exist")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--s3", action="store_true", help="the S3 benchmark: per-sample reads vs whole-shard cache")
     parser.add_argument("--notes", type=int, default=128, help="synthetic notes to generate (default 128)")
     parser.add_argument("--nsynth-root", default=None, help="benchmark an existing NSynth-layout set instead")
     parser.add_argument("--split", default="train")
     parser.add_argument("--shard-size", type=int, default=None, help="default 16, or 32 with --s3")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="samples per batch")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed loader steps (default 50 capped by one epoch; with --s3, 24 over several epochs)")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="--s3: added before each S3 response")
@@ -221,8 +250,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--work", default=None, help="working folder (default: a new temporary folder)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    args.shard_size = args.shard_size or (32 if args.s3 else 16)
-    args.steps = args.steps or (24 if args.s3 else 50)
+    args.shard_size = args.shard_size if args.shard_size is not None else (32 if args.s3 else 16)
+    args.steps = args.steps if args.steps is not None else (24 if args.s3 else 50)
+    check_arguments(args)
     if args.s3:
         results = run_s3(args)
         print(format_s3_table(results))
@@ -232,6 +262,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+    return 0
 
 
 # ---------------------------------------------------------------- --s3
@@ -283,11 +314,8 @@ def run_s3(args: argparse.Namespace) -> Dict[str, Any]:
     try:
         import boto3
         from moto.server import ThreadedMotoServer
-
-        from tests.fixtures.s3_proxy import ProxyFaults, S3FaultProxy
     except ImportError as exc:
-        raise SystemExit(f"error: --s3 needs moto[server] and the repository's tests/fixtures/s3_proxy.py "
-                         f"(run from the repository root with the dev dependencies): {exc}")
+        raise UserValueError(f"--s3 needs moto[server], a dev dependency (pip install 'moto[server]'): {exc}") from exc
     audio_cfg = AudioConfig()
     work = args.work or tempfile.mkdtemp(prefix="mars-bench-data-s3-")
     root, split = args.nsynth_root, args.split
@@ -315,7 +343,7 @@ def run_s3(args: argparse.Namespace) -> Dict[str, Any]:
     url = "s3://bench/shards"
     faults = ProxyFaults(latency_s=args.latency_ms / 1000, bandwidth_bytes_per_s=args.bandwidth_mb_s * 1e6)
     results: Dict[str, Any] = {"notes": manifest["num_samples"], "shards": len(manifest["shards"]),
-                               "shard_size": args.shard_size, "batch": args.batch, "workers": args.workers,
+                               "shard_size": args.shard_size, "batch_size": args.batch_size, "workers": args.workers,
                                "latency_ms": args.latency_ms, "bandwidth_mb_s": args.bandwidth_mb_s,
                                "dataset_bytes": dataset_bytes, "steps": args.steps, "repeats": args.repeats}
     try:
@@ -329,7 +357,7 @@ def run_s3(args: argparse.Namespace) -> Dict[str, Any]:
                         runs = []
                         for repeat in range(args.repeats):  # each with a cold cache; the fastest is kept
                             proxy.reset_stats()
-                            stream = ElasticStream(local if where == "local" else url, args.batch, 0, 1, args.batch,
+                            stream = ElasticStream(local if where == "local" else url, args.batch_size, 0, 1, args.batch_size,
                                                    1, seed=0, num_workers=workers,
                                                    storage_options=options if where == "s3" else None,
                                                    expected_audio=audio_cfg, order=OrderConfig(kind=kind),
@@ -349,7 +377,7 @@ def run_s3(args: argparse.Namespace) -> Dict[str, Any]:
             for nodes in (1, 2, 4):
                 fetched = []
                 for node in range(nodes):
-                    stream = ElasticStream(url, args.batch, node, nodes, args.batch // nodes, 1, seed=0, num_workers=0,
+                    stream = ElasticStream(url, args.batch_size, node, nodes, args.batch_size // nodes, 1, seed=0, num_workers=0,
                                            storage_options=options, expected_audio=audio_cfg, ranks_per_node=1,
                                            cache=CacheConfig(dir=os.path.join(caches, f"nodes{nodes}-{node}")))
                     _stream_steps(stream, stream.steps_per_epoch - 1)
@@ -405,5 +433,10 @@ def format_s3_table(results: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def entry() -> None:
+    """The console script `mars-bench-data` (and `python -m mars_dist.bench.data`): user errors as one line, exit 2."""
+    sys.exit(run_cli(main, PROG))
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -4,12 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mars_dist.models.generators.next_scale.model import NextScaleAR, block_causal_mask
-from mars_dist.models.generators.next_scale.config import ar_preset
 from mars_dist.labels import CONDITION_CLASSES, velocity_level
 from mars_dist.models.generators.conditioning import ConditionEmbedding
-from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
+from mars_dist.models.generators.family import family
+from mars_dist.models.generators.next_scale.config import NextScaleConfig
+from mars_dist.models.generators.next_scale.model import NextScaleAR, block_causal_mask
 from mars_dist.models.generators.sampling import filter_logits, guidance_schedule, guided_logits, sample_logits
+from mars_dist.models.tokenizer.quantizer import MultiScaleQuantizer
 
 SCALES = [(1, 1), (1, 2), (2, 3), (3, 4)]  # rectangular on purpose
 V, CVAE = 32, 8
@@ -29,9 +30,13 @@ def quantizer() -> MultiScaleQuantizer:
     return MultiScaleQuantizer(V, CVAE, SCALES, phi_shared=2).eval()
 
 
+def tiny(**overrides) -> NextScaleConfig:
+    return family("next_scale").preset("tiny", **overrides)
+
+
 def _model(seed: int = 0, **overrides) -> NextScaleAR:
     torch.manual_seed(seed)
-    model = NextScaleAR(ar_preset("tiny", **overrides), SCALES, V, CVAE)
+    model = NextScaleAR(tiny(**overrides), SCALES, V, CVAE)
     _randomize(model, seed)
     return model.eval()
 
@@ -200,7 +205,7 @@ def test_wrong_teacher_forcing_shape_is_an_error():
 
 def test_gradients_reach_every_parameter(quantizer):
     torch.manual_seed(0)
-    model = NextScaleAR(ar_preset("tiny", cond_drop_prob=0.0, label_drop_prob=0.0), SCALES, V, CVAE).train()
+    model = NextScaleAR(tiny(cond_drop_prob=0.0, label_drop_prob=0.0), SCALES, V, CVAE).train()
     idx_list = _random_pyramid(2)
     logits = model({k: v[:2] for k, v in LABELS.items()}, quantizer.teacher_forcing_inputs(idx_list))
     target = torch.cat([i.flatten(1) for i in idx_list], dim=1)
@@ -214,11 +219,11 @@ def test_preset_yaml_matches_the_python_preset(name):
     from pathlib import Path
 
     from mars_dist.config import load_config
-    from mars_dist.models.generators.next_scale.config import AR_PRESETS
+    from mars_dist.models.generators.presets import TRUNK_PRESETS
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "next_scale" / f"{name}.yaml")
-    assert cfg.task == "ar"
-    assert {k: getattr(cfg.ar, k) for k in ("depth", "width", "heads")} == AR_PRESETS[name]
+    assert cfg.task == "next_scale"
+    assert {k: getattr(cfg.next_scale, k) for k in ("depth", "width", "heads")} == TRUNK_PRESETS[name]
 
 
 def test_flop_count_uses_the_mask_pairs():
