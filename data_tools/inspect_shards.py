@@ -31,7 +31,7 @@ from tqdm import tqdm
 from data_tools.nsynth import NoteError, NSynthEntry
 from data_tools.shard_writer import AUDIO_MEMBER, CMX_MEMBER, LABELS_MEMBER, ChannelStats
 from data_tools.storage import check_storage_options, storage_errors, storage_option_value
-from mars_dist.cli import run_cli
+from mars_dist.cli import console_script
 from mars_dist.data import fs
 from mars_dist.data.manifest import ManifestError, read_manifest
 from mars_dist.errors import UserFileNotFoundError
@@ -296,10 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-inspect` (and `python -m data_tools.inspect_shards`): user errors as one line,
-    exit status 2."""
-    sys.exit(run_cli(main, PROG))
+entry = console_script(main, PROG)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import logging
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -38,7 +37,7 @@ from data_tools.shard_writer import (
 from data_tools.storage import prepare_output, remove_temporaries, remove_unlisted, storage_errors
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
-from mars_dist.cli import run_cli
+from mars_dist.cli import console_script
 from mars_dist.config import ConfigError, load_config
 from mars_dist.data import fs
 from mars_dist.data.manifest import FORMAT, MANIFEST_NAME
@@ -339,9 +338,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-shard` (and `python -m data_tools.shard`): user errors as one line, exit status 2."""
-    sys.exit(run_cli(main, PROG))
+entry = console_script(main, PROG)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
@@ -28,7 +27,7 @@ import soundfile as sf
 
 from data_tools.nsynth import NUM_SAMPLES, SAMPLE_RATE, NSynthEntry, audio_path, examples_path
 from data_tools.storage import storage_errors
-from mars_dist.cli import run_cli
+from mars_dist.cli import console_script
 from mars_dist.errors import UserValueError
 from mars_dist.io.atomic import atomic_write
 from mars_dist.labels import FAMILIES, QUALITIES, SOURCES, VELOCITY_LEVELS
@@ -384,9 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-synthetic` (and `python -m data_tools.synthetic`): user errors as one line, exit 2."""
-    sys.exit(run_cli(main, PROG))
+entry = console_script(main, PROG)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Sweeps with submitit: the grid's product becomes one Slurm job array, one run folder per point.
 
-    mars-sweep submit --config configs/ar/small.yaml --grid optim.lr=1e-4,3e-4 --grid ar.depth=4,6 \\
+    mars-sweep submit --config configs/next_scale/small.yaml --grid optim.lr=1e-4,3e-4 --grid next_scale.depth=4,6 \\
         [key=value ...] [--nodes N] [--tasks-per-node T] [--gpus-per-node G] [--partition P] \\
         [--time MINUTES] [--cluster slurm|local|debug] [--sweep-dir DIR] [--dry-run]
     mars-sweep status SWEEP_DIR
@@ -55,7 +55,7 @@ from submitit.core.job_environment import SignalHandler  # noqa: E402
 from submitit.core.utils import UncompletedJobError  # noqa: E402
 
 from launch.run_folder import ENDED_STATES, PREEMPTED_MARKER, Owner, acquire, lock_holder, release  # noqa: E402
-from mars_dist.cli import run_cli  # noqa: E402
+from mars_dist.cli import console_script  # noqa: E402
 from mars_dist.errors import UserValueError  # noqa: E402
 
 PROG = "mars-sweep"
@@ -396,10 +396,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return submit_command(args)
 
 
-def entry() -> None:
-    """The console script `mars-sweep` (and `python -m launch.sweep`, `python launch/sweep.py`): user errors as
-    one line, exit status 2."""
-    sys.exit(run_cli(main, PROG))
+entry = console_script(main, PROG)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,17 @@ def make_parser(prog: str, doc: Optional[str]) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def console_script(main: Callable[[Optional[List[str]]], int], prog: str) -> Callable[[], None]:
+    """The entry point of command `prog` (pyproject's console script, and the module's `__main__`):
+    `main`'s status, a user's mistake as one line with status 2 (`run_cli`)."""
+
+    def entry() -> None:
+        sys.exit(run_cli(main, prog))
+
+    entry.__doc__ = f"The console script `{prog}`: user errors as one line, exit status 2."
+    return entry
+
+
 def user_error_line(prog: str, err: BaseException) -> str:
     message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
     return f"{prog}: error: {message}"

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 from mars_dist.device import DEVICE_CHOICES, resolve_device
 from mars_dist.errors import UserFileNotFoundError, UserValueError
 from mars_dist.generation.loaders import ExportedTokenizer, load_tokenizer
@@ -94,7 +93,7 @@ def read_tokens(tokens_dir: str) -> Dict[str, Any]:
     """tokens.json of a finished encode, checked."""
     path = Path(tokens_dir) / TOKENS_MANIFEST
     if not path.is_file():
-        raise UserFileNotFoundError(f"{path}: missing; {tokens_dir} is not a finished `python -m mars_dist.encode encode` output")
+        raise UserFileNotFoundError(f"{path}: missing; {tokens_dir} is not a finished `mars-encode encode` output")
     meta = json.loads(path.read_text())
     if meta.get("format") != TOKENS_FORMAT:
         raise UserValueError(f"{path}: format {meta.get('format')!r}, expected {TOKENS_FORMAT!r}")
@@ -172,9 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-encode` (and `python -m`): user errors as one line, exit status 2."""
-    sys.exit(run_cli(main, "mars-encode"))
+entry = console_script(main, "mars-encode")
 
 
 if __name__ == "__main__":

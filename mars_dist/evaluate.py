@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 from mars_dist.errors import UserFileNotFoundError, UserValueError
 
 EVAL_FORMAT = "mars_dist.evaluation/1"
@@ -38,7 +37,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                                             families_for_help)
 
     p = make_parser("mars-evaluate", __doc__)
-    p.add_argument("--tokenizer", required=True, help="exported tokenizer folder (python -m mars_dist.export)")
+    p.add_argument("--tokenizer", required=True, help="exported tokenizer folder (its run's export/, or mars-export)")
     p.add_argument("--model", help="exported generator folder, any family (without it: no generated row)")
     p.add_argument("--classifier", required=True, help="exported classifier folder (the classifier task)")
     p.add_argument("--reference", required=True, help="reference shard set (folder or s3:// prefix), e.g. the test split")
@@ -236,9 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-evaluate` (and `python -m`): user errors as one line, exit status 2."""
-    sys.exit(run_cli(main, "mars-evaluate"))
+entry = console_script(main, "mars-evaluate")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ Sampling, encoding and evaluation then need neither the shards nor the training 
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 from mars_dist.config import run_config_from_dict
 from mars_dist.data.geometry import BatchGeometry
 from mars_dist.engine.backends import backend_class
@@ -92,9 +91,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-export` (and `python -m`): user errors as one line, exit status 2."""
-    sys.exit(run_cli(main, "mars-export"))
+entry = console_script(main, "mars-export")
 
 
 if __name__ == "__main__":

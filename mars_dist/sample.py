@@ -25,12 +25,11 @@ none = unconditional).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 from mars_dist.labels import FAMILIES, SOURCES
 
 
@@ -39,8 +38,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                                             families_for_help)
 
     p = make_parser("mars-sample", __doc__)
-    p.add_argument("--tokenizer", required=True, help="exported tokenizer folder (python -m mars_dist.export)")
-    p.add_argument("--model", required=True, help="exported generator folder (any generator task)")
+    p.add_argument("--tokenizer", required=True, help="exported tokenizer folder (its run's export/, or mars-export)")
+    p.add_argument("--model", required=True, help="exported generator folder (any family)")
     p.add_argument("--out", required=True, help="output folder for the wav and PNG files")
     p.add_argument("--labels", help="CSV or JSON file of label sets (instead of the label flags)")
     p.add_argument("--pitch", nargs="+", help="MIDI pitch(es) 0..127")
@@ -129,9 +128,7 @@ def edit_inputs(args: argparse.Namespace, gen, options, label_sets) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-sample` (and `python -m`): user errors as one line, exit status 2."""
-    sys.exit(run_cli(main, "mars-sample"))
+entry = console_script(main, "mars-sample")
 
 
 if __name__ == "__main__":

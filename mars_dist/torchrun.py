@@ -29,7 +29,7 @@ from torch.distributed.elastic.multiprocessing import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
 from torch.distributed.launcher import api as launcher_api
 
-from mars_dist.cli import run_cli
+from mars_dist.cli import console_script
 from mars_dist.engine.preemption import PREEMPTION_SIGNALS, REQUEUE_EXIT_CODE
 
 PROG = "mars-torchrun"
@@ -110,9 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return REQUEUE_EXIT_CODE if agents[-1].preempted else 0
 
 
-def entry() -> None:
-    """The console script `mars-torchrun` (and `python -m mars_dist.torchrun`)."""
-    sys.exit(run_cli(main, PROG))
+entry = console_script(main, PROG)
 
 
 if __name__ == "__main__":

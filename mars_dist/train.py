@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
 # Only the standard library at import time: the preemption handlers are installed before the
 # seconds of importing torch, DeepSpeed and Accelerate (see main).
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 from mars_dist.engine.preemption import REQUEUE_EXIT_CODE, PreemptionWatcher
 
 if TYPE_CHECKING:
@@ -96,9 +95,7 @@ def _train(args: argparse.Namespace, preemption: PreemptionWatcher) -> int:
     return REQUEUE_EXIT_CODE if result.preempted else 0
 
 
-def entry() -> None:
-    """The `mars-train` console script: a user's mistake is one `mars-train: error:` line, exit 2."""
-    sys.exit(run_cli(main, "mars-train"))
+entry = console_script(main, "mars-train")
 
 
 if __name__ == "__main__":

@@ -103,13 +103,12 @@ def run_variant(variant: str, train_steps: int, save: str, resume: str, saved_wo
     step that follows it. Snapshots are complete on rank 0."""
     world = int(os.environ["WORLD_SIZE"])
     # 1 x 3 x accumulation 4, 2 x 3 x 2, 4 x 3 x 1; 3 processes (elastic resume) take 3 x 4 x 1.
-    micro_batch = 3 if GLOBAL_BATCH % (3 * world) == 0 else GLOBAL_BATCH // world
-    grad_accum = GLOBAL_BATCH // (world * micro_batch)
-    result: Dict[str, object] = {"micro_batch": micro_batch, "grad_accum": grad_accum}
+    geometry = BatchGeometry.of(GLOBAL_BATCH, world, 3 if GLOBAL_BATCH % (3 * world) == 0 else 0)
+    result: Dict[str, object] = {"micro_batch": geometry.micro_batch, "grad_accum": geometry.grad_accum}
     if train_steps:
         backend = make_backend(variant)
         result["world_size"] = backend.world_size
-        models = backend.prepare(build_specs(seed=0), BatchGeometry(GLOBAL_BATCH, world, micro_batch, grad_accum))
+        models = backend.prepare(build_specs(seed=0), geometry)
         result["norms"] = [train_step(backend, models, step) for step in range(train_steps)]
         result["trained"] = snapshot(backend)
         if save:
@@ -119,7 +118,7 @@ def run_variant(variant: str, train_steps: int, save: str, resume: str, saved_wo
     if resume:
         backend = make_backend(variant)
         result["world_size"] = backend.world_size
-        models = backend.prepare(build_specs(seed=123), BatchGeometry(GLOBAL_BATCH, world, micro_batch, grad_accum))
+        models = backend.prepare(build_specs(seed=123), geometry)
         backend.load_checkpoint(Path(resume) / variant, saved_world_size=saved_world_size)
         result["resumed"] = snapshot(backend)
         result["resumed_plus1_norms"] = train_step(backend, models, RESUME_STEP)

@@ -1,4 +1,4 @@
-"""python -m mars_dist.bench.eval on tiny exports: every part runs and reports what it says it does."""
+"""mars-bench-eval on tiny exports: every part runs and reports what it says it does."""
 from __future__ import annotations
 
 import json

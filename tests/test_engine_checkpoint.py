@@ -96,7 +96,18 @@ def test_debug_backend_refuses_another_backends_checkpoint(tmp_path):
     directory = save(Checkpointer(tmp_path, keep_last=1, backend=backend), 1)
     state = json.loads((directory / "backend_state.json").read_text())
     (directory / "backend_state.json").write_text(json.dumps({**state, "backend": "deepspeed"}))
-    with pytest.raises(ValueError, match="written by the 'deepspeed' backend"):
+    with pytest.raises(CheckpointError, match="written by the 'deepspeed' backend"):
+        backend.load_checkpoint(directory, saved_world_size=1)
+
+
+def test_a_checkpoint_missing_a_models_state_is_a_checkpoint_error_naming_the_file(tmp_path):
+    """A user's mistake (a damaged or foreign checkpoint), not a FileNotFoundError from deep inside the backend."""
+    backend, _ = debug_backend(tmp_path)
+    directory = save(Checkpointer(tmp_path, keep_last=1, backend=backend), 1)
+    missing = sorted(p for p in directory.iterdir() if "frozen" in p.name)
+    assert len(missing) == 1, sorted(p.name for p in directory.iterdir())
+    missing[0].unlink()
+    with pytest.raises(CheckpointError, match=f"{missing[0].name}: missing; the checkpoint has no state for model 'frozen'"):
         backend.load_checkpoint(directory, saved_world_size=1)
 
 

@@ -1,4 +1,4 @@
-"""python -m mars_dist.evaluate in one process: what lands in --out, that every number can be recomputed
+"""mars-evaluate in one process: what lands in --out, that every number can be recomputed
 from features.npz (by the metric layer and by plain numpy), VGGish for FAD, wandb, and user errors
 (--help is tests/test_architecture.py's).
 

@@ -171,6 +171,6 @@ def test_bench_int8_answers_a_missing_export_with_one_line(tmp_path, capsys):
 
     missing = str(tmp_path / "nope")
     assert run_cli(bench_main, "mars-bench-int8", ["--tokenizer", missing, "--model", missing,
-                                                        "--shards", missing]) == 2
+                                                   "--shards", missing]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mars-bench-int8: error:") and "no such export folder" in err[0], err

@@ -1,4 +1,4 @@
-"""python -m mars_dist.sample: labels in, token maps -> CMX -> Griffin-Lim -> 16 kHz wavs out."""
+"""mars-sample: labels in, token maps -> CMX -> Griffin-Lim -> 16 kHz wavs out."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,8 @@ from mars_dist.generation.notes import label_grid, labels_to_tensors, note_name,
 from mars_dist.models.generators.family import family
 from mars_dist.sample import main
 from tests.ar_exports import CMX_SHAPE, ar_export, tokenizer_export
+from tests.fixtures.cli import user_error
 from tests.generator_exports import generator_export
-from tests.test_cli_errors import user_error
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_compile_flag_generates_the_same_notes(exports, tmp_path):
         assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "compiled" / name).read_bytes(), name
 
 
-def test_ar_that_does_not_fit_the_tokenizer_is_refused(exports, tmp_path):
+def test_a_generator_that_does_not_fit_the_tokenizer_is_refused(exports, tmp_path):
     other_tok = load_tokenizer(tokenizer_export(tmp_path / "tok", overrides=["tokenizer.codebook_size=32"]))
     with pytest.raises(UserError, match=r"does not fit the tokenizer .*codebook 32 x 8"):
         load_generator(exports[1], other_tok, torch.device("cpu"))

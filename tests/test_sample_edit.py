@@ -1,4 +1,4 @@
-"""python -m mars_dist.sample --edit inpaint|bwe: real notes in, the generator's edit next to the
+"""mars-sample --edit inpaint|bwe: real notes in, the generator's edit next to the
 baselines out (wav per method, PNG per note, edit_metrics.json); mistakes are one error line."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import soundfile as sf
 from mars_dist.cli import run_cli
 from mars_dist.sample import main as sample_main
 from tests.ar_exports import tokenizer_export
+from tests.fixtures.cli import user_error
 from tests.generator_exports import generator_export
-from tests.test_cli_errors import user_error
 
 
 @pytest.fixture(scope="module")

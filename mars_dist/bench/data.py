@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from typing import Any, Dict, Iterator, Optional, Sequence
@@ -56,7 +55,7 @@ from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.bench.s3_fault_proxy import ProxyFaults, S3FaultProxy
 from mars_dist.bench.synthetic_set import run_tool
-from mars_dist.cli import run_cli
+from mars_dist.cli import console_script
 from mars_dist.data.manifest import read_manifest
 from mars_dist.data.locality import node_fetch_bytes, shuffle_quality
 from mars_dist.data.order import OrderConfig, build_order
@@ -433,9 +432,7 @@ def format_s3_table(results: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def entry() -> None:
-    """The console script `mars-bench-data` (and `python -m mars_dist.bench.data`): user errors as one line, exit 2."""
-    sys.exit(run_cli(main, PROG))
+entry = console_script(main, PROG)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 
 VARIANTS: Dict[str, List[str]] = {
     "ddp": ["engine.backend=accelerate", "engine.accelerate.strategy=ddp"],
@@ -205,9 +205,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-bench-engine` (and `python -m`): user errors as one line, exit status 2."""
-    sys.exit(run_cli(main, "mars-bench-engine"))
+entry = console_script(main, "mars-bench-engine")
 
 
 if __name__ == "__main__":

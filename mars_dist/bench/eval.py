@@ -1,8 +1,8 @@
 """Speed of the distributed evaluation (mars_dist.evaluate), and a sanity check of what its table says.
 
-    python -m mars_dist.bench.eval [--run runs/quickstart] [--parts extract metrics scaling]
+    mars-bench-eval [--run runs/quickstart] [--parts extract metrics scaling]
         [--notes 32] [--sizes 1000 10000] [--worlds 1 2]
-    python -m mars_dist.bench.eval --sanity [--run runs/quickstart] [--floor SHARDS]
+    mars-bench-eval --sanity [--run runs/quickstart] [--floor SHARDS]
 
 extract: notes/s of ONE process for each stage of feature extraction (reading the reference notes,
   tokenizer reconstruction + Griffin-Lim, generation + Griffin-Lim, classifier, mel + NDB features,
@@ -17,7 +17,7 @@ sanity (--sanity): Table 1 for sets a reader can order: real notes of another se
   floor), the tokenizer's reconstructions, the model's generated notes, and two deliberately bad
   generators (uniformly random tokens = noise; every note the tokens of one reference note).
 
-Exports and shards default to the quickstart's (RUN/tokenizer/export, RUN/ar/export,
+Exports and shards default to the quickstart's (RUN/tokenizer/export, RUN/next_scale/export,
 RUN/classifier/export, RUN/shards/valid, floor RUN/shards/train). Results: printed tables and OUT/bench.json.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 from mars_dist.eval.metrics import compute_metrics
 from mars_dist.eval.runner.plan import RECONSTRUCTION, REFERENCE
 from mars_dist.eval.runner.table import metric_inputs, metric_options, metrics_for
@@ -282,9 +282,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-bench-eval` (and `python -m`): user errors as one line, exit status 2."""
-    sys.exit(run_cli(main, "mars-bench-eval"))
+entry = console_script(main, "mars-bench-eval")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ each batch size, notes/s and RTF; then how the token stage of each family grows 
         [--map-sizes 16 32] [--map-preset tiny]
 
 Attention (on a GPU): which fused SDPA kernels accept the training block-causal mask, and their
-time against the math fallback:   python -m mars_dist.bench.generate --attention
+time against the math fallback:   mars-bench-generate --attention
 
 Learning check (mars_dist/bench/generate_learn.py): synthetic set -> shards -> tokenizer (small) ->
 the small model of each family, all through the real trainer for a bounded number of steps, then
@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -48,7 +47,7 @@ import torch
 from mars_dist.audio.config import AudioConfig
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.bench.generators import TOKENIZER_OF_PRESET, random_generator, tokenizer_config, tokenizer_config_for
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 from mars_dist.device import resolve_device
 from mars_dist.generation.flags import add_sampling_arguments, check_sampling_arguments, shared_options
 from mars_dist.generation.generator import FamilyGenerator
@@ -361,9 +360,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-bench-generate` (and `python -m`): user errors as one line, exit status 2."""
-    sys.exit(run_cli(main, "mars-bench-generate"))
+entry = console_script(main, "mars-bench-generate")
 
 
 if __name__ == "__main__":

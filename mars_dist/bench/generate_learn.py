@@ -1,4 +1,4 @@
-"""The learning check of `python -m mars_dist.bench.generate --learn`: the generator families trained
+"""The learning check of `mars-bench-generate --learn`: the generator families trained
 on one tokenizer, through the real trainer and exports, and compared on the same notes.
 
 synthetic set -> shards (validation notes with their original audio) -> small tokenizer -> the small
@@ -7,7 +7,7 @@ model of each family (configs/<family>/small.yaml, same steps and recipe) -> for
     floor (unconditional samples) and the ceilings (real notes, their reconstructions);
   - editing: time inpainting (1.0-2.0 s) and bandwidth extension (above 4 kHz) of validation notes,
     the family's edit next to the empty and naive-fill baselines (mars_dist.generation.editing);
-  - with --evaluate: a classifier trained on the same shards, then `python -m mars_dist.evaluate`
+  - with --evaluate: a classifier trained on the same shards, then `mars-evaluate`
     for each family (the paper's Table 1 metrics).
 Every stage reuses a complete export or shard set already in --work, so an interrupted check resumes
 where it stopped. Results: WORK/learn.json.

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -26,7 +25,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 from mars_dist.eval.notes import read_validation_notes
 from mars_dist.eval.pitch import pitch_hits
 from mars_dist.generation.flags import add_sampling_arguments, check_sampling_arguments, families_for_help, options_for
@@ -172,9 +171,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-bench-int8` (and `python -m`): user errors as one line, exit status 2."""
-    sys.exit(run_cli(main, "mars-bench-int8"))
+entry = console_script(main, "mars-bench-int8")
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ tests/test_generator_presets.py keep the docs in step.
 """
 from __future__ import annotations
 
-import sys
 from typing import Dict, List, Optional
 
 import torch
 
 from mars_dist.bench.generators import TOKENIZER_OF_PRESET, tokenizer_config
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 from mars_dist.models.generators.family import TokenGeometry, builtin_names, family
 from mars_dist.models.generators.presets import TRUNK_PRESETS
 
@@ -86,9 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-bench-presets` (and `python -m`)."""
-    sys.exit(run_cli(main, "mars-bench-presets"))
+entry = console_script(main, "mars-bench-presets")
 
 
 if __name__ == "__main__":

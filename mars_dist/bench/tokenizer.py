@@ -40,7 +40,7 @@ from mars_dist.data.geometry import BatchGeometry
 from mars_dist.engine.backends.debug import DebugBackend
 from mars_dist.engine.task import trained_names
 from mars_dist.bench.synthetic_set import synthetic_shards
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 from mars_dist.eval.report import griffin_lim_floor, read_validation_notes, reconstruct, reconstruction_metrics
 from mars_dist.tasks.tokenizer import EMA_NAME, TokenizerTask
 
@@ -284,9 +284,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-bench-tokenizer` (and `python -m`): user errors as one line, exit status 2."""
-    sys.exit(run_cli(main, "mars-bench-tokenizer"))
+entry = console_script(main, "mars-bench-tokenizer")
 
 
 if __name__ == "__main__":

@@ -254,8 +254,16 @@ class MetricsLogger:
             f.write(json.dumps({"step": step, "time": round(time.time(), 3), **figures}) + "\n")
 
     def log(self, step: int, items: Dict[str, Any]) -> None:
+        """Items for wandb only (media: images, audio)."""
         if self._wandb_run is not None and items:
             self._wandb_run.log(items, step=step)
+
+    def log_figures(self, step: int, items: Dict[str, Any]) -> None:
+        """A stage's results: everything to wandb, the numbers also to run_dir/metrics.jsonl (rank 0)."""
+        self.log(step, items)
+        numbers = {k: float(v) for k, v in items.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numbers and self.is_main:
+            self._append_metrics_line(step, numbers)
 
     def console(self, message: str) -> None:
         if self.is_main:

@@ -15,7 +15,7 @@ the start of that shutdown on (an atexit hook).
 This module imports only the standard library, so that installing the handlers costs nothing.
 
 Launchers: Slurm sends SIGUSR1 ahead of the time limit with `#SBATCH --signal=USR1@90` (or
-SIGTERM at preemption); torchrun (and `python -m mars_dist.torchrun`) forward the signal to their
+SIGTERM at preemption); torchrun (and `mars-torchrun`) forward the signal to their
 workers and SIGKILL them 30 s later, so a checkpoint must fit in that grace period.
 """
 from __future__ import annotations

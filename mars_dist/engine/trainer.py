@@ -234,7 +234,7 @@ class Trainer:
         if backend.is_main:
             write_marker(self.run_dir, found[-1][1] if found else None)
         reason = (f"preempted during start-up (signal {self.preemption.received or 'on another rank'})" if signalled
-                  else "torchrun restarted this group after it was preempted (use python -m mars_dist.torchrun to get status 75 instead)")
+                  else "torchrun restarted this group after it was preempted (use mars-torchrun to get status 75 instead)")
         self.logger.console(f"{reason}: exiting for requeue before the first step, without a new checkpoint "
                             f"(the newest committed one is {found[-1][1] if found else 'none'})")
         return True
@@ -260,7 +260,7 @@ class Trainer:
             self.backend.zero_grad(name)
         self.nonfinite_skips += 1
         self.logger.console(f"WARNING {message}: step skipped, {self.nonfinite_skips} skipped so far (engine.on_nonfinite=skip)")
-        self.logger.log(self.step + 1, {"train/nonfinite_skips": self.nonfinite_skips})
+        self.logger.log_figures(self.step + 1, {"train/nonfinite_skips": self.nonfinite_skips})
 
     def _save(self) -> None:
         started = time.perf_counter()
@@ -294,8 +294,7 @@ class Trainer:
     def _validate(self) -> None:
         with torch.no_grad(), self.backend.autocast():
             items = self.task.validate(self.step, self.models)
-        if items:
-            self.logger.log(self.step, items)
+        self.logger.log_figures(self.step, items)
 
     def _export(self, out_dir: Path) -> None:
         """The export stage: the task's model (stages.export.model, else the task's default) as
@@ -318,7 +317,7 @@ class Trainer:
         out_dir = str(self.run_dir / "media" / step_dir_name(self.step)) if self.backend.is_main else None
         with torch.no_grad(), self.backend.autocast():
             items = self.task.log_media(self.step, self.models, self._to_device(self.valid_batch), out_dir)
-        self.logger.log(self.step, items)
+        self.logger.log_figures(self.step, items)
 
     def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         device = self.backend.device

@@ -18,7 +18,7 @@ the real validation notes (the estimator's ceiling), on their reconstructions (t
 ceiling) and on unconditional samples scored against the same requested pitches (chance).
 
 This is NOT the evaluation suite of the paper (NDB/k, Inception Scores, KID, FAD need a trained
-classifier): that is `python -m mars_dist.evaluate` (docs/eval.md). Output: DIR/metrics.json
+classifier): that is `mars-evaluate` (docs/eval.md). Output: DIR/metrics.json
 (written atomically) and a table on stdout. The notes are read and reconstructed by
 mars_dist/eval/notes.py, which the distributed evaluation shares.
 """
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -36,7 +35,7 @@ import torch
 from mars_dist.audio.frontend import AudioFrontend
 from mars_dist.audio.griffinlim import spectral_convergence
 from mars_dist.audio.mel import mel_mse_mae
-from mars_dist.cli import make_parser, run_cli
+from mars_dist.cli import make_parser, console_script
 from mars_dist.errors import UserValueError
 from mars_dist.eval.notes import (REFERENCE_FLAC, REFERENCE_GRIFFIN_LIM, Notes, Reconstruction,  # noqa: F401 (re-exported)
                                    griffin_lim_audio, read_validation_notes, reconstruct)
@@ -165,7 +164,7 @@ def print_table(report: Dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- CLI
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = make_parser("mars-report", __doc__)
-    p.add_argument("--tokenizer", required=True, help="exported tokenizer folder (python -m mars_dist.export)")
+    p.add_argument("--tokenizer", required=True, help="exported tokenizer folder (its run's export/, or mars-export)")
     p.add_argument("--model", help="exported generator folder, any family (without it: the tokenizer part only)")
     p.add_argument("--shards", required=True, help="validation shard set (folder or s3:// prefix)")
     p.add_argument("--out", required=True, help="folder for metrics.json")
@@ -234,9 +233,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The console script `mars-report` (and `python -m`): user errors as one line, exit status 2."""
-    sys.exit(run_cli(main, "mars-report"))
+entry = console_script(main, "mars-report")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,18 @@ def per_scale_logs(ce_BL: torch.Tensor, correct_BL: torch.Tensor, level_L: torch
     return logs
 
 
+def every_token_loss(logits_BLV: torch.Tensor, target_BL: torch.Tensor, level_L: torch.Tensor,
+                     scales: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """(mean cross-entropy over every token, logs: loss/ce, loss/acc and each scale's ce and accuracy):
+    the objective of the families that predict every token of the pyramid (next-scale, next-token)."""
+    ce_BL = cross_entropy_BL(logits_BLV, target_BL)
+    loss = ce_BL.mean()
+    with torch.no_grad():
+        correct_BL = (logits_BLV.argmax(dim=-1) == target_BL).float()
+        logs = {"loss/ce": loss.detach(), "loss/acc": correct_BL.mean(), **per_scale_logs(ce_BL, correct_BL, level_L, scales)}
+    return loss, logs
+
+
 @torch.no_grad()
 def pyramid_sequence(layout: PyramidLayout, codebook: nn.Embedding, idx_list: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     """(idx_BL, x_BLC): the token maps as one sequence in the layout's order, and the tokens' code

@@ -3,7 +3,7 @@
 `SamplingOptions` holds what every family's sampler shares (guidance, top-k, top-p, temperature);
 a family that takes more declares a subclass (MaskGIT: iterations, Gumbel temperature) in its
 spec. Each field is a keyword of the family's sampler and, through its metadata, a command-line
-flag with its help text (mars_dist/generation/cli.py builds every command's sampling flags from
+flag with its help text (mars_dist/generation/flags.py builds every command's sampling flags from
 these classes), so a family's options are declared once, beside the family.
 
 A field whose default is None means "the value the export's architecture stores" (MaskGIT's

@@ -1,7 +1,7 @@
 """The named sizes of the AdaLN trunk every built-in generator family is built on.
 
 The families share the trunk, so one preset means the same depth and width, and so the same
-parameter count up to the position tables, in every family (python -m mars_dist.bench.presets);
+parameter count up to the position tables, in every family (mars-bench-presets);
 configs/<family>/<preset>.yaml carry the same numbers (a test keeps them in step). A family on
 another trunk declares its own presets in its spec.
 """

@@ -10,7 +10,7 @@ from torch import nn
 from mars_dist.models.generators.family import GeneratorFamily, TokenBatch, register_family
 from mars_dist.models.generators.next_scale.config import NextScaleConfig
 from mars_dist.models.generators.next_scale.model import NextScaleAR
-from mars_dist.models.generators.objectives import cross_entropy_BL, per_scale_logs
+from mars_dist.models.generators.objectives import every_token_loss
 
 
 @register_family
@@ -25,11 +25,4 @@ class NextScaleFamily(GeneratorFamily):
         with torch.no_grad():
             x_BLC = tokens.quantizer.teacher_forcing_inputs(tokens.idx_list)
         target_BL = torch.cat([idx.flatten(1) for idx in tokens.idx_list], dim=1)
-        logits_BLV = net(tokens.labels, x_BLC)
-        ce_BL = cross_entropy_BL(logits_BLV, target_BL)
-        loss = ce_BL.mean()
-        with torch.no_grad():
-            correct_BL = (logits_BLV.argmax(dim=-1) == target_BL).float()
-            logs = {"loss/ce": loss.detach(), "loss/acc": correct_BL.mean()}
-            logs.update(per_scale_logs(ce_BL, correct_BL, model.level_L, len(model.scales)))
-        return loss, logs
+        return every_token_loss(net(tokens.labels, x_BLC), target_BL, model.level_L, len(model.scales))

@@ -11,7 +11,7 @@ from torch import nn
 from mars_dist.models.generators.family import GeneratorFamily, TokenBatch, register_family
 from mars_dist.models.generators.next_token.config import NextTokenConfig
 from mars_dist.models.generators.next_token.model import NextTokenAR
-from mars_dist.models.generators.objectives import cross_entropy_BL, per_scale_logs, pyramid_sequence
+from mars_dist.models.generators.objectives import every_token_loss, pyramid_sequence
 
 
 @register_family
@@ -24,11 +24,4 @@ class NextTokenFamily(GeneratorFamily):
     def loss(self, net: nn.Module, model: nn.Module, tokens: TokenBatch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """Cross-entropy of every token of the pyramid given the condition and the tokens before it."""
         idx_BL, x_BLC = pyramid_sequence(model.layout, tokens.quantizer.codebook, tokens.idx_list)
-        logits_BLV = net(tokens.labels, x_BLC)
-        ce_BL = cross_entropy_BL(logits_BLV, idx_BL)
-        loss = ce_BL.mean()
-        with torch.no_grad():
-            correct_BL = (logits_BLV.argmax(dim=-1) == idx_BL).float()
-            logs = {"loss/ce": loss.detach(), "loss/acc": correct_BL.mean()}
-            logs.update(per_scale_logs(ce_BL, correct_BL, model.level_L, len(model.scales)))
-        return loss, logs
+        return every_token_loss(net(tokens.labels, x_BLC), idx_BL, model.level_L, len(model.scales))
