@@ -89,10 +89,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     tokenizer = load_tokenizer(Path(args.tokenizer))
     if args.gl_iters is not None:
         tokenizer.frontend.cfg.griffin_lim.n_iter = args.gl_iters
+    edit = requested_edit(args, tokenizer.frontend) if args.edit else None  # checked before the generator loads
     gen = load_generator(Path(args.model), tokenizer, device, resolve_generation_dtype(args.dtype, device), args.compile, args.int8)
     options = options_for(gen.family, args)
-    if args.edit:
-        return edit_inputs(args, gen, options, label_sets)
+    if edit is not None:
+        return edit_inputs(args, edit, gen, options, label_sets)
     written: List[Path] = []
     started = time.perf_counter()
     for batch in gen.generate(label_sets, options, gen.rng(args.seed), args.batch_size):
@@ -103,19 +104,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def edit_inputs(args: argparse.Namespace, gen, options, label_sets) -> int:
+def requested_edit(args: argparse.Namespace, frontend):
+    """--edit inpaint|bwe as an edit, checked against the tokenizer's audio settings (the note's length,
+    its frequency bins)."""
+    from mars_dist.generation.editing import BandwidthExtension, TimeInpaint
+
+    edit = TimeInpaint(args.start, args.end) if args.edit == "inpaint" else BandwidthExtension(args.cutoff_hz)
+    edit.check(frontend)
+    return edit
+
+
+def edit_inputs(args: argparse.Namespace, edit, gen, options, label_sets) -> int:
     """--edit: the --input notes edited by the generator and the baselines, written with their metrics."""
     import torch
 
     from mars_dist.errors import UserValueError
-    from mars_dist.generation.editing import BandwidthExtension, TimeInpaint, edit_notes, metrics_table, read_note, write_edit
+    from mars_dist.generation.editing import edit_notes, metrics_table, read_note, write_edit
 
     if len(label_sets) not in (1, len(args.input)):
         raise UserValueError(f"--edit: {len(label_sets)} label sets for {len(args.input)} input notes; give one set "
                              "for all (label flags) or one per note (--labels FILE)")
     label_sets = label_sets * len(args.input) if len(label_sets) == 1 else label_sets
-    edit = TimeInpaint(args.start, args.end) if args.edit == "inpaint" else BandwidthExtension(args.cutoff_hz)
-    edit.check(gen.frontend)
     waves = torch.stack([read_note(path, gen.frontend) for path in args.input])
     started = time.perf_counter()
     result = edit_notes(gen, waves, edit, label_sets, options, gen.rng(args.seed), args.batch_size)

@@ -45,10 +45,10 @@ def test_sanity_table_scores_a_repeated_note_as_less_diverse_than_real_notes(exp
     assert main(exports + ["--sanity", "--out", str(tmp_path)]) == 0
     sanity = json.loads((tmp_path / "bench.json").read_text())["sanity"]
     cells = sanity["cells"]
-    assert list(cells) == ["reference", "reconstruction", "floor", "generated", "random tokens",
+    assert list(cells) == ["reference", "reconstruction", "floor", "generated", "noise (random tokens)",
                            "one repeated note"]
     # the same token maps for every note (only Griffin-Lim's random initial phase differs per batch position):
     # the classifier's predictions barely vary, so the Inception Scores sit below those of real notes
     for column in ("PIS", "IIS"):
         assert cells["one repeated note"][column] < min(cells["reference"][column], cells["floor"][column]), column
-    assert "| random tokens |" in sanity["table"]
+    assert "| noise (random tokens) |" in sanity["table"]

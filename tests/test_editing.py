@@ -59,7 +59,7 @@ def test_edits_inside_the_note_and_its_bins_pass_the_check_and_others_say_why_no
                                                 r"\(64000 samples at 16000 Hz\); choose an end <= 4 s"):
         TimeInpaint(3.5, 4.5).check(fe)
     with pytest.raises(editing.EditError, match=r"--cutoff-hz 7990: removes nothing: the spectrogram's highest bin is "
-                                                r"centred at 7984.38 Hz \(1024-point STFT at 16000 Hz, the Nyquist bin"):
+                                                r"centred at 7984.375 Hz \(1024-point STFT at 16000 Hz, the Nyquist bin"):
         BandwidthExtension(7990.0).check(fe)
     with pytest.raises(editing.EditError, match="removes the whole note"):
         BandwidthExtension(0.0).check(fe)

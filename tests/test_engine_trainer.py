@@ -3,6 +3,7 @@ exact resume, deterministic mode, non-finite handling, keep-last-N, observabilit
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -78,6 +79,7 @@ def test_console_line_keeps_what_a_person_watches():
 
 def test_wandb_offline_run_keeps_its_id_across_resume(tiny_shards, tmp_path):
     run_toy(tiny_shards, tmp_path, "train.max_steps=1", "logging.wandb_mode=offline")
+    time.sleep(1.0)  # wandb names an offline run's folder by its start second: two starts in one second share one
     run_toy(tiny_shards, tmp_path, "train.max_steps=2", "logging.wandb_mode=offline", resume="auto")
     run_id = read_train_state(tmp_path / "checkpoints" / "step-00000002")["wandb_run_id"]
     offline_runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))

@@ -65,7 +65,7 @@ def test_inpaint_writes_every_method_and_the_metrics_of_the_removed_span(setup, 
     # between the top bin's centre (7984.375 Hz) and Nyquist (8000 Hz): no bin lies above the cutoff
     (["--edit", "bwe", "--input", "{note}", "--cutoff-hz", "7990"],
      r"error: bandwidth extension --cutoff-hz 7990: removes nothing: the spectrogram's highest bin is centred at "
-     r"7984.38 Hz \(1024-point STFT at 16000 Hz, the Nyquist bin dropped\); choose a cutoff <= 7984.38 Hz$"),
+     r"7984.375 Hz \(1024-point STFT at 16000 Hz, the Nyquist bin dropped\); choose a cutoff <= 7984.375 Hz$"),
 ])
 def test_edit_mistakes_are_one_error_line(setup, tmp_path, capsys, extra, message):
     subs = {"short": setup["short"], "missing": str(tmp_path / "nothing.wav"), "note": setup["notes"][0]}

@@ -110,7 +110,7 @@ MISTAKES = {
         "mars-sample", "mars_dist.sample:main",
         lambda p: [*p["sample"], "--edit", "bwe", "--input", p["wav"], "--cutoff-hz", "7990"],
         r"bandwidth extension --cutoff-hz 7990: removes nothing: the spectrogram's highest bin is centred at "
-        r"7984.38 Hz \(1024-point STFT at 16000 Hz, the Nyquist bin dropped\); choose a cutoff <= 7984.38 Hz"),
+        r"7984.375 Hz \(1024-point STFT at 16000 Hz, the Nyquist bin dropped\); choose a cutoff <= 7984.375 Hz"),
     "sample: a sampling flag of another family": Mistake(
         "mars-sample", "mars_dist.sample:main", lambda p: [*p["sample"], "--iterations", "4"],
         r"--iterations: not an option of the next_scale family \(its sampling flags: --cfg, --top-k, --top-p, "

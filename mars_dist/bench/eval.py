@@ -56,7 +56,7 @@ SHAPES = {"pitch_logits": (128,), "instrument_logits": (11,), "mel": (80, 251), 
 class RandomTokens(Generator):
     """Uniformly random codes at every scale, whatever the labels: decodes to noise."""
 
-    name = "random tokens"
+    name = "noise (random tokens)"
 
     def tokens(self, labels, batch: int, options: SamplingOptions, generator) -> List[torch.Tensor]:
         q = self.tokenizer.quantizer

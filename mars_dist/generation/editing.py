@@ -125,9 +125,9 @@ class BandwidthExtension:
         top_hz = (frontend.spec_shape[0] - 1) * bin_hz
         where = f"bandwidth extension --cutoff-hz {self.cutoff_hz:g}"
         if self.cutoff_bin(frontend) >= frontend.spec_shape[0]:
-            raise EditError(f"{where}: removes nothing: the spectrogram's highest bin is centred at {top_hz:g} Hz "
+            raise EditError(f"{where}: removes nothing: the spectrogram's highest bin is centred at {top_hz:.10g} Hz "
                             f"({stft.n_fft}-point STFT at {stft.sample_rate} Hz, the Nyquist bin dropped); choose a "
-                            f"cutoff <= {top_hz:g} Hz")
+                            f"cutoff <= {top_hz:.10g} Hz")
         if self.cutoff_bin(frontend) == 0:
             raise EditError(f"{where}: removes the whole note; choose a cutoff > 0 Hz")
 

@@ -39,7 +39,8 @@ def export_audio(config: Dict[str, Any], path: Path) -> AudioConfig:
 def load_tokenizer(path: Path) -> ExportedTokenizer:
     """An exported tokenizer (the tokenizer task's `tokenizer_ema` or `tokenizer` model)."""
     path = Path(path)
-    module, config = load_model(path, expected=("tokenizer",), what="--tokenizer")
+    module, config = load_model(path, expected=("tokenizer",), what="--tokenizer",
+                                hint="the tokenizer task's run exports its tokenizer_ema to RUN_DIR/export")
     return ExportedTokenizer(module, config, AudioFrontend(export_audio(config, path)))
 
 

@@ -92,16 +92,15 @@ def load_weights(module: nn.Module, weights: Dict[str, torch.Tensor], what: str)
 
 
 def load_model(path: Path, expected: Optional[Sequence[str]] = None, what: str = "",
-               inputs: Optional[Mapping[str, Any]] = None) -> Tuple[nn.Module, Dict[str, Any]]:
+               hint: str = "") -> Tuple[nn.Module, Dict[str, Any]]:
     """(the exported module on CPU in eval mode, the export's config). `expected`: the builders the
-    caller can use (anything else is a user error saying what the folder holds); `inputs` replace
-    the stored ones (a generator rebuilt around the tokenizer it is given)."""
+    caller can use (anything else is a user error saying what the folder holds, and `hint`: how to
+    get the right one)."""
     weights, config = read_export(Path(path))
     key = config["builder"]
     if expected is not None and key not in expected:
         raise UserValueError(f"{what or path}: {path} exports a {key} model ({config['task']}/{config['model']}), "
-                             f"expected {' or '.join(expected)}")
-    module = build_model(key, config["architecture"], inputs if inputs is not None else config["inputs"],
-                         f"{path}/config.json")
+                             f"expected {' or '.join(expected)}{f' ({hint})' if hint else ''}")
+    module = build_model(key, config["architecture"], config["inputs"], f"{path}/config.json")
     load_weights(module, weights, f"{path}: the weights do not fit the {key} model its config.json describes")
     return module.eval(), config

@@ -31,7 +31,8 @@ class ClassifierFeatures:
     def from_export(cls, path: Path, device: torch.device) -> "ClassifierFeatures":
         """The exported classifier (train configs/classifier/small.yaml; its run exports it) with the
         audio front-end it was trained with."""
-        module, config = load_model(Path(path), expected=("classifier",), what="--classifier")
+        module, config = load_model(Path(path), expected=("classifier",), what="--classifier",
+                                    hint="train configs/classifier/small.yaml: its run exports it to RUN_DIR/export")
         return cls(module, AudioFrontend(export_audio(config, Path(path))), device, config)
 
     def check_audio(self, sample_rate: int, num_samples: int, what: str) -> None:

@@ -201,7 +201,7 @@ def family(name: str) -> GeneratorFamily:
 
 
 def known_families() -> List[GeneratorFamily]:
-    """The built-in families, then those named in MARS_DIST_FAMILIES, then any other registered one."""
+    """The built-in families, then those named in MARS_DIST_FAMILIES (the same list in every process,
+    whatever it imported before)."""
     names = builtin_names() + [n.strip() for n in os.environ.get(EXTRA_FAMILIES_ENV, "").split(",") if n.strip()]
-    found = [family(n) for n in names]
-    return found + [spec for key, spec in sorted(_FAMILIES.items()) if spec not in found]
+    return [family(n) for n in dict.fromkeys(names)]
