@@ -1,7 +1,8 @@
 """The whole run config: the sections every run has, plus the one section its task registers.
 
 `RunConfig` holds what any run needs (audio, data, engine, optimizer, loop, checkpoints, logging).
-The task named by `task:` contributes its own section (mars_dist.tasks.registry), so the schema a
+The task named by `task:` contributes its own section (mars_dist.tasks.registry; a generator family's
+task, the section of the family's name), so the schema a
 YAML file is checked against is `run_config_class(task)`: RunConfig plus that one field. A task's
 settings therefore live with the task, and a YAML that sets another task's section is an error
 naming the key.
@@ -18,11 +19,12 @@ from omegaconf import OmegaConf
 from mars_dist.audio.config import AudioConfig
 from mars_dist.data.config import DataConfig
 from mars_dist.engine.config import CheckpointConfig, EngineConfig, LoggingConfig, OptimConfig, StagesConfig, TrainConfig
+from mars_dist.tasks.registry import resolve
 
 
 @dataclass
 class RunConfig:
-    task: str = "tokenizer"  # a registered task (mars_dist/tasks/NAME.py) or 'package.module:NAME'
+    task: str = "tokenizer"  # tokenizer | classifier | a generator family (next_scale, ...) | 'package.module:NAME'
     run_dir: str = "runs/debug"
     seed: int = 0
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -49,13 +51,6 @@ class RunConfig:
             raise ValueError(f"optim.decay=cosine needs train.max_steps ({self.train.max_steps}) > optim.warmup_steps "
                              f"({self.optim.warmup_steps}): shorten the warm-up or train longer")
 
-    def task_settings(self) -> Any:
-        """This run's task section (None for a task without settings)."""
-        from mars_dist.tasks.registry import resolve
-
-        section = resolve(self.task).section
-        return getattr(self, section) if section else None
-
     def __reduce__(self):
         # The class is built per task at run time: the receiving process rebuilds it from the task name.
         return (_rebuild, (self.task, OmegaConf.to_container(OmegaConf.structured(self), resolve=True)))
@@ -64,8 +59,6 @@ class RunConfig:
 @functools.lru_cache(maxsize=None)
 def run_config_class(task: str) -> type:
     """RunConfig plus the section `task` registers (RunConfig itself for a task without settings)."""
-    from mars_dist.tasks.registry import resolve
-
     entry = resolve(task)
     if entry.section is None:
         return RunConfig

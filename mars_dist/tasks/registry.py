@@ -21,8 +21,10 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Type
 
+from mars_dist.engine.task import Task
 from mars_dist.errors import UserValueError
 from mars_dist.models.generators.family import FamilyNameError, builtin_names as builtin_families, family
+from mars_dist.tasks.generator import generator_task_class
 
 BUILTIN_PACKAGE = "mars_dist.tasks"
 TASK_ALIASES = {"ar": "next_scale"}  # old name -> name (the task and its config section)
@@ -50,8 +52,6 @@ def _key(name: str, module: str) -> str:
 
 def register_task(name: str, config: Optional[type] = None, section: Optional[str] = None):
     """Class decorator: registers a Task under `name`; its settings live in `section` (default: name)."""
-    from mars_dist.engine.task import Task
-
     def decorate(cls: type) -> type:
         if not (isinstance(cls, type) and issubclass(cls, Task)):
             raise TypeError(f"register_task({name!r}): {cls!r} is not a mars_dist.engine.task.Task subclass")
@@ -87,8 +87,6 @@ def _generator_entry(spec: str) -> Optional[TaskEntry]:
         generator_family = family(spec)
     except FamilyNameError:
         return None
-    from mars_dist.tasks.generator import generator_task_class
-
     task_class = generator_task_class(generator_family)
     entry = TaskEntry(generator_family.key, task_class, task_class.section, task_class.config_class)
     _REGISTRY[spec] = _REGISTRY[entry.name] = entry
@@ -122,8 +120,6 @@ def resolve(spec: str) -> TaskEntry:
     entry = _generator_entry(spec)
     if entry is not None:
         return entry
-    from mars_dist.engine.task import Task
-
     cls = getattr(module, name, None)
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise _unknown(spec, f"{module_name} registers no task or generator family named {name!r}")
