@@ -3,7 +3,7 @@ sampling tests.
 
 They are written by the real export writer (mars_dist.io.exports) from the task's own export spec
 and read back by the real loaders; the full train -> checkpoint -> export path is covered end to end
-by tests/test_ar_train_e2e.py.
+by tests/test_next_scale_train_e2e.py.
 """
 from __future__ import annotations
 

@@ -86,8 +86,13 @@ def test_train_py_trains_it_export_carries_the_validation_accuracy_it_printed(ti
     printed = re.findall(r"step (\d+) \| validation accuracy: pitch ([\d.]+)%, instrument family ([\d.]+)% \((\d+) notes", log)
     assert [p[0] for p in printed] == ["30", "60"] and all(p[3] == str(VALID_NOTES) for p in printed), log[-2000:]
     reports = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    train_acc = [report["train/pitch_accuracy"] for report in reports]  # every logged figure, per report
-    assert train_acc[-1] > 0.5 > train_acc[0], f"the classifier did not learn the training notes' pitch: {train_acc}"
+    train_acc = [report["train/pitch_accuracy"] for report in reports if "perf/step_s" in report]  # the step reports
+    assert len(train_acc) == 6 and train_acc[-1] > 0.5 > train_acc[0], \
+        f"the classifier did not learn the training notes' pitch: {train_acc}"
+    validated = [(r["step"], r["valid/pitch_accuracy"], r["valid/family_accuracy"]) for r in reports if "valid/pitch_accuracy" in r]
+    assert [step for step, _, _ in validated] == [30, 60], "the validation stage's figures reach metrics.jsonl"
+    for (_, pitch, family), shown in zip(validated, printed):
+        assert (pitch, family) == pytest.approx((float(shown[1]) / 100, float(shown[2]) / 100), abs=6e-4)
 
     _python("-m", "mars_dist.export", "--checkpoint", str(run), "--out", str(tmp_path / "export"))
     features = ClassifierFeatures.from_export(tmp_path / "export", torch.device("cpu"))

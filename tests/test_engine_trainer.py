@@ -62,8 +62,12 @@ def test_keep_last_n_and_outputs(tiny_shards, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "samples/s" in out and "data" in out and "peak mem" in out
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == list(range(1, 6)), "one metrics.jsonl line per logged step"
-    assert all("loss/regression" in line and "perf/step_s" in line and line["lr/regressor"] > 0 for line in lines)
+    steps = [line for line in lines if "perf/step_s" in line]
+    assert [line["step"] for line in steps] == list(range(1, 6)), "one metrics.jsonl line per logged step"
+    assert all("loss/regression" in line and line["lr/regressor"] > 0 for line in steps)
+    media = [line for line in lines if "perf/step_s" not in line]
+    assert [(line["step"], sorted(set(line) - {"step", "time"})) for line in media] == \
+        [(2, ["media/ema_pitch_abs_error"]), (4, ["media/ema_pitch_abs_error"])], "the media stage's numbers, one line each time"
 
 
 def test_console_line_keeps_what_a_person_watches():

@@ -81,7 +81,7 @@ GLOBAL_BATCH = 4
 MICRO_BATCH = 1
 BACKENDS: Dict[str, List[str]] = VARIANTS
 GAN_BACKENDS = list(BACKENDS)
-AR_BACKENDS = list(BACKENDS)
+GENERATOR_BACKENDS = list(BACKENDS)
 TOY = "tests.toy_generator.spec:toy"  # a family defined outside the library (tests/toy_generator/)
 GENERATOR_TASKS = ["next_scale", "next_token", "maskgit", TOY]  # task = the family's key
 GENERATOR_CONFIGS = {**{name: REPO / "configs" / name / "tiny.yaml" for name in GENERATOR_TASKS if name != TOY},
@@ -266,7 +266,7 @@ def generator_key(task: str, variant: str) -> str:
 # is built, and FSDP2's DTensor parameters do not pass through its replacement (one backend per
 # process in real runs; several here to keep launches few).
 TWO_PROCESS_PLAN = sorted([("gan", v, []) for v in GAN_BACKENDS] + [("gan", v, NO_RESTART) for v in EXACT_BACKENDS]
-                          + [(task, v, generator_overrides(task, v)) for task in GENERATOR_TASKS for v in AR_BACKENDS],
+                          + [(task, v, generator_overrides(task, v)) for task in GENERATOR_TASKS for v in GENERATOR_BACKENDS],
                           key=lambda run: run[1] == "zero3")
 ONE_PROCESS_PLAN = [("gan", v, NO_RESTART) for v in EXACT_BACKENDS]
 
@@ -422,7 +422,7 @@ def test_gan_1_process_x_accumulation_4_equals_2_processes_x_2(launches, variant
 @pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.parametrize("task", GENERATOR_TASKS)
-@pytest.mark.parametrize("variant", AR_BACKENDS)
+@pytest.mark.parametrize("variant", GENERATOR_BACKENDS)
 def test_generators_train_on_every_backend_and_leave_the_frozen_tokenizer_alone(launches, task, variant):
     exported, _ = load_model(launches["tokenizer_dir"], expected=("tokenizer",))
     exported_sd = exported.state_dict()

@@ -291,8 +291,13 @@ class Trainer:
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0
 
+    def _stage_rng(self):
+        """The stages draw from a fork of the training RNG (a model copy's initialisation, a sampler):
+        whether and how often they run must not change training, nor what a resumed run draws."""
+        return torch.random.fork_rng(devices=[self.backend.device] if self.backend.device.type == "cuda" else [])
+
     def _validate(self) -> None:
-        with torch.no_grad(), self.backend.autocast():
+        with self._stage_rng(), torch.no_grad(), self.backend.autocast():
             items = self.task.validate(self.step, self.models)
         self.logger.log_figures(self.step, items)
 
@@ -315,7 +320,7 @@ class Trainer:
         if self.valid_batch is None:
             return
         out_dir = str(self.run_dir / "media" / step_dir_name(self.step)) if self.backend.is_main else None
-        with torch.no_grad(), self.backend.autocast():
+        with self._stage_rng(), torch.no_grad(), self.backend.autocast():
             items = self.task.log_media(self.step, self.models, self._to_device(self.valid_batch), out_dir)
         self.logger.log_figures(self.step, items)
 
