@@ -173,6 +173,7 @@ INFERENCE_PROBE = """
 import json, sys
 from pathlib import Path
 import torch
+from mars_dist.generation.editing import TimeInpaint, edit_notes
 from mars_dist.generation.loaders import load_generator, load_tokenizer
 from mars_dist.encode import encode_shards
 tok, gen_dir, shards, out = sys.argv[1:5]
@@ -180,13 +181,15 @@ tokenizer = load_tokenizer(Path(tok))
 gen = load_generator(Path(gen_dir), tokenizer, torch.device("cpu"))
 batch = next(gen.generate([{"pitch": 60}], gen.options(), gen.rng(0), batch_size=1))
 assert batch.wave_BN.shape[0] == 1
+edited = edit_notes(gen, batch.wave_BN, TimeInpaint(1.0, 2.0), [{"pitch": 60}], gen.options(), gen.rng(0))
+assert edited.waves["edited"].shape == batch.wave_BN.shape
 encode_shards(tok, shards, out, batch_size=4, device="cpu")
 print(json.dumps(sorted(sys.modules)))
 """
 
 
 @pytest.mark.parametrize("family", ["next_scale", "next_token", "maskgit"])
-def test_inference_loads_samples_and_encodes_without_the_training_stack(family, tiny_shards, tmp_path):
+def test_inference_loads_samples_edits_and_encodes_without_the_training_stack(family, tiny_shards, tmp_path):
     from tests.ar_exports import tokenizer_export
     from tests.generator_exports import generator_export
 

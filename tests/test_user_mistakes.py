@@ -72,6 +72,11 @@ MISTAKES = {
         lambda p: ["--config", str(REPO / "configs" / "next_scale" / "tiny.yaml"), f"run_dir={p['out']}",
                    f"data.train_shards={p['train']}", f"next_scale.tokenizer_path={p['missing']}", "engine.device=cpu"],
         r"next_scale.tokenizer_path='{missing}': no such folder"),
+    "train: an export model the task does not have (refused before training)": Mistake(
+        "mars-train", "mars_dist.train:main",
+        lambda p: ["--config", TOKENIZER_TINY, f"run_dir={p['out']}/run", f"data.train_shards={p['train']}",
+                   "engine.device=cpu", "logging.wandb_mode=disabled", "stages.export.model=critic"],
+        r"stages.export.model='critic': the tokenizer task has models tokenizer, discriminator, tokenizer_ema"),
     "train: a task that does not exist": Mistake(
         "mars-train", "mars_dist.train:main",
         lambda p: ["--config", TOKENIZER_TINY, f"run_dir={p['out']}", "task=next_scales"],

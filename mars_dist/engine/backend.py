@@ -127,6 +127,10 @@ class Backend(ABC):
     def load_checkpoint(self, directory: Path, saved_world_size: int) -> None:
         """Restores what save_checkpoint wrote, also when `saved_world_size` differs. Collective."""
 
+    def lr_steps(self) -> Dict[str, int]:
+        """The lr-schedule steps each trained model has taken (what a checkpoint keeps of a schedule)."""
+        return {name: s.steps_taken for name, s in self._schedules.items()}
+
     def rename_saved_models(self, saved_names: Mapping[str, str]) -> None:
         """A checkpoint about to be loaded names some models differently (a model renamed since it was
         written): {name today: name in the checkpoint}."""

@@ -33,6 +33,7 @@ from mars_dist.engine.preemption import PREEMPTED_MARKER, PreemptionWatcher, res
 from mars_dist.engine.rng import deterministic_mode, rank_seed, restore_rng_state, seed_everything
 from mars_dist.engine.exporting import export_model
 from mars_dist.engine.task import Models, Task, trained_names
+from mars_dist.errors import UserValueError
 from mars_dist.io.atomic import atomic_write_text
 from mars_dist.io.export_migrations import RENAMED_TASKS
 from mars_dist.io.structured import to_dict, to_yaml
@@ -196,6 +197,7 @@ class Trainer:
         self.trained = trained_names(specs)
         if not self.trained:
             raise ValueError(f"task {cfg.task!r} builds no model with an optimizer: nothing to train")
+        self._check_export_stage(specs)
         self.models = backend.prepare(specs, self.stream.geometry)
         seed_everything(rank_seed(cfg.seed, backend.rank))  # per-rank randomness (dropout, noise)
         if self.resume_from is not None:
@@ -287,6 +289,16 @@ class Trainer:
             write_marker(self.run_dir, self.last_checkpoint)
         self.logger.console(f"preempted (signal {self.preemption.received or 'on another rank'}): "
                             f"checkpoint {self.last_checkpoint} written, exiting for requeue")
+
+    def _check_export_stage(self, specs: Dict[str, Any]) -> None:
+        """A model the export stage cannot write is refused before training, not after it."""
+        export = self.cfg.stages.export
+        if not (export.on_finish or export.every > 0) or not (export.model or self.task.default_export_model()):
+            return
+        model = export.model or self.task.default_export_model()
+        if model not in specs:
+            raise UserValueError(f"stages.export.model={model!r}: the {self.cfg.task} task has models {', '.join(specs)}")
+        self.task.export_spec(model)
 
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0

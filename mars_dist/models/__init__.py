@@ -1,1 +1,2 @@
-"""mars_dist.models: tokenizer (ViT + multi-scale VQ + PatchGAN) and next-scale AR."""
+"""mars_dist.models: plain nn.Modules (the tokenizer, the note classifier, the generator families with
+their specs) and builders.py, which rebuilds any of them from an export alone."""

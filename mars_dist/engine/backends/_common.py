@@ -85,5 +85,13 @@ def check_backend_state(directory: Path, backend: str, names: List[str], saved_n
     return state
 
 
+def write_backend_state(backend: Any, directory: Path, **details: Any) -> None:
+    """backend_state.json (rank 0): the backend that wrote the checkpoint, on how many processes, the
+    lr-schedule steps of each trained model, and the backend's own `details`."""
+    if backend.is_main:
+        write_json_atomic(Path(directory) / BACKEND_STATE_FILE, {
+            "backend": backend.name, "world_size": backend.world_size, "lr_steps": backend.lr_steps(), **details})
+
+
 def saved_lr_steps(state: Dict[str, Any], name: str, saved_name: Callable[[str], str]) -> int:
     return int(state["lr_steps"][saved_name(name)])

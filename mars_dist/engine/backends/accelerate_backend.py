@@ -29,8 +29,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from mars_dist.device import resolve_autocast_dtype, resolve_device
-from mars_dist.engine.backends._common import (BACKEND_STATE_FILE, check_backend_state, load_frozen, save_frozen,
-                                               saved_lr_steps, write_json_atomic)
+from mars_dist.engine.backends._common import (check_backend_state, load_frozen, save_frozen, saved_lr_steps,
+                                               write_backend_state)
 from mars_dist.engine.backends.fsdp_context import FSDPContext
 from mars_dist.engine.backends.optimizer_backend import OptimizerBackend
 from mars_dist.engine.checkpoint import CheckpointError
@@ -196,16 +196,7 @@ class AccelerateBackend(OptimizerBackend):
             dcp.save({"model": get_model_state_dict(module), "optim": optimizer_state_by_name(module, optimizer)},
                      checkpoint_id=str(directory / name))
         save_frozen(directory, self.frozen(), self.is_main)
-        if self.is_main:
-            write_json_atomic(
-                directory / BACKEND_STATE_FILE,
-                {
-                    "backend": self.name,
-                    "strategy": self.strategy,
-                    "world_size": self.world_size,
-                    "lr_steps": {name: s.steps_taken for name, s in self._schedules.items()},
-                },
-            )
+        write_backend_state(self, directory, strategy=self.strategy)
         self.barrier()
 
     def load_checkpoint(self, directory: Path, saved_world_size: int) -> None:

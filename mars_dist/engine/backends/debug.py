@@ -18,8 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mars_dist.device import resolve_autocast_dtype, resolve_device
-from mars_dist.engine.backends._common import (BACKEND_STATE_FILE, check_backend_state, saved_lr_steps,
-                                               write_json_atomic)
+from mars_dist.engine.backends._common import check_backend_state, saved_lr_steps, write_backend_state
 from mars_dist.engine.backends.optimizer_backend import OptimizerBackend
 from mars_dist.engine.checkpoint import CheckpointError
 from mars_dist.engine.task import ModelSpec
@@ -66,10 +65,7 @@ class DebugBackend(OptimizerBackend):
                 {"model": module.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None},
                 self._model_file(directory, name),
             )
-        write_json_atomic(
-            Path(directory) / BACKEND_STATE_FILE,
-            {"backend": self.name, "lr_steps": {name: s.steps_taken for name, s in self._schedules.items()}},
-        )
+        write_backend_state(self, directory)
 
     def load_checkpoint(self, directory: Path, saved_world_size: int) -> None:
         state = check_backend_state(Path(directory), self.name, self.trained_names(), self.saved_name)

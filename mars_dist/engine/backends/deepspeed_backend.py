@@ -23,8 +23,8 @@ from torch import nn
 
 from mars_dist.device import resolve_autocast_dtype, resolve_device
 from mars_dist.engine.backend import Backend, trained_entry
-from mars_dist.engine.backends._common import (BACKEND_STATE_FILE, check_backend_state, load_frozen, save_frozen,
-                                               saved_lr_steps, write_json_atomic)
+from mars_dist.engine.backends._common import (check_backend_state, load_frozen, save_frozen, saved_lr_steps,
+                                               write_backend_state)
 from mars_dist.engine.backends.deepspeed_config import deepspeed_config
 from mars_dist.engine.backends.zero_context import ZeROContext
 from mars_dist.engine.checkpoint import CheckpointError
@@ -163,17 +163,8 @@ class DeepSpeedBackend(Backend):
         for name, engine in self._trained.items():
             engine.save_checkpoint(str(directory / name), tag=STATE_TAG, save_latest=False)
         save_frozen(directory, self.frozen(), self.is_main)
-        if self.is_main:
-            write_json_atomic(
-                directory / BACKEND_STATE_FILE,
-                {
-                    "backend": self.name,
-                    "zero_stage": self.zero_stage,
-                    "world_size": self.world_size,
-                    "lr_steps": {name: s.steps_taken for name, s in self._schedules.items()},
-                    "never_stepped": [name for name, engine in self._trained.items() if not engine.optimizer.optimizer.state],
-                },
-            )
+        write_backend_state(self, directory, zero_stage=self.zero_stage, never_stepped=[
+            name for name, engine in self._trained.items() if not engine.optimizer.optimizer.state])
         self.barrier()
 
     def load_checkpoint(self, directory: Path, saved_world_size: int) -> None:
