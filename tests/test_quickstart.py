@@ -45,9 +45,11 @@ def test_quickstart_runs_every_step_and_writes_its_outputs(tmp_path):
     assert "flac" in json.loads((run / "shards" / "valid" / "manifest.json").read_text())["members"]
     media = sorted((run / "tokenizer" / "media").glob("step-*"))
     assert media and list(media[-1].glob("*.png")) and list(media[-1].glob("*.wav")), "no tokenizer reconstructions"
-    for export in (run / "tokenizer" / "export", run / "ar" / "export"):
+    for export in (run / "tokenizer" / "export", run / "next_scale" / "export"):
         assert (export / "model.safetensors").is_file() and (export / "config.json").is_file()
-    assert json.loads((run / "ar" / "export" / "config.json").read_text())["step"] == 2
+    generator = json.loads((run / "next_scale" / "export" / "config.json").read_text())
+    assert (generator["builder"], generator["step"]) == ("next_scale", 2), "the run exported itself when it finished"
+    assert json.loads((run / "tokenizer" / "export" / "config.json").read_text())["model"] == "tokenizer_ema"
     assert len(list((run / "samples").glob("*.wav"))) == 1 and len(list((run / "samples").glob("*.png"))) == 1
 
     report = json.loads((run / "report" / "metrics.json").read_text(),
@@ -66,6 +68,6 @@ def test_quickstart_runs_every_step_and_writes_its_outputs(tmp_path):
     assert (run / "eval" / "table.md").is_file() and (run / "eval" / "features.npz").is_file()
 
     times = (run / "step_times.txt").read_text().splitlines()
-    assert len(times) == 10, times
+    assert len(times) == 9, times
     assert str(run / "report" / "metrics.json") in proc.stdout  # the closing list of outputs
     assert str(run / "eval") in proc.stdout
